@@ -1,0 +1,74 @@
+"""The baseline: what a user writes first. paho auto-ack + json + pydantic + influxdb-client batching WriteApi,
+one Point per message. It acknowledges on receipt and guarantees nothing; it exists to be measured against.
+
+    python bench/naive_consumer.py --broker mqtt://127.0.0.1:1883 --influx http://127.0.0.1:8086
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from influxdb_client import InfluxDBClient, Point, WriteOptions, WritePrecision
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, Field
+
+
+class Message(BaseModel):
+    metrics: dict[str, float | bool | str] = Field(min_length=1)
+    ts: int | float | str | None = None
+    id: str | None = None
+    seq: int | None = None
+    tags: dict[str, str] | None = None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--influx", required=True)
+    parser.add_argument("--client-id", default="naive-consumer")
+    args = parser.parse_args()
+    broker = urlsplit(args.broker)
+
+    influx = InfluxDBClient(url=args.influx, token="bench", org="bench")
+    write_api = influx.write_api(write_options=WriteOptions(batch_size=5000, flush_interval=1000))
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        device = msg.topic.split("/")[1]
+        try:
+            data = Message(**json.loads(msg.payload))
+        except ValueError:
+            return
+        point = Point("telemetry").tag("device", device)
+        for key, value in (data.tags or {}).items():
+            point = point.tag(key, value)
+        for key, value in data.metrics.items():
+            point = point.field(key, value)
+        if isinstance(data.ts, int):
+            point = point.time(data.ts * 1_000_000, WritePrecision.NS)
+        write_api.write(bucket="bench", record=point)
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, args.client_id, protocol=mqtt.MQTTv5)
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe("devices/+/telemetry", qos=1)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 2000
+    client.connect(broker.hostname or "127.0.0.1", broker.port or 1883, clean_start=False, properties=props)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    client.loop_start()
+    stop.wait()
+    client.loop_stop()
+    write_api.close()
+    influx.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The gateway's one configuration model: YAML file, then `GATEWAY_*` environment overrides.
+
+Every key is documented here, once, in its `Field(description=...)`; `config/gateway.example.yaml`
+shows them all and is parsed by a test. `GATEWAY_MQTT__URL=mqtt://host:1883` overrides `mqtt.url`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "GATEWAY_"
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, so a typo fails at start-up instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret(value: SecretStr | None, path: Path | None, key: str) -> SecretStr | None:
+    """A secret given inline or in a file (`*_file`, as Docker secrets are mounted); the file wins."""
+    if path is None:
+        return value
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ValueError(f"{key}_file: cannot read {str(path)!r}: {exc.strerror}") from exc
+
+
+class TlsConfig(Section):
+    ca_file: Path | None = Field(None, description="CA bundle to verify the broker; system CAs when unset.")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
+    insecure: bool = Field(False, description="Skip verification of the broker's certificate (testing only).")
+
+
+class MqttConfig(Section):
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Broker address: mqtt://host[:port] (default port 1883) or mqtts://host[:port] (TLS, 8883).",
+    )
+    client_id: str = Field(
+        "iot-gateway",
+        min_length=1,
+        max_length=128,
+        description="Fixed client id; the persistent session (and its unacknowledged messages) is bound to it. "
+        "Each replica needs its own.",
+    )
+    username: str | None = Field(None, description="Username, if the broker requires one.")
+    password: SecretStr | None = Field(None, description="Password; prefer GATEWAY_MQTT__PASSWORD or password_file.")
+    password_file: Path | None = Field(None, description="File holding the password (wins over `password`).")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT protocol version. 5 lets the gateway set its own in-flight window (receive_maximum).",
+    )
+    session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=1,
+        description="MQTT 5: how long the broker keeps the session (subscriptions, unacknowledged and queued "
+        "messages) while the gateway is away.",
+    )
+    receive_maximum: int = Field(
+        2000,
+        ge=1,
+        le=65535,
+        description="MQTT 5: unacknowledged QoS 1 messages the broker may have in flight to the gateway. "
+        "Messages are acknowledged only once stored, so this bounds both memory and throughput.",
+    )
+    keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keepalive interval.")
+    qos: Literal[0, 1] = Field(1, description="Subscription QoS. 1 gives at-least-once delivery; 0 gives none.")
+    shared_group: str | None = Field(
+        None,
+        pattern=r"^[^/+#]+$",
+        description="Subscribe through $share/<group>/... so several gateway replicas split the load (MQTT 5).",
+    )
+    deadletter_topic: str = Field(
+        "gateway/deadletter/{device}",
+        description="Where rejected messages are published (QoS 1); {device} is `_unknown` when there is none.",
+    )
+    reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles up to reconnect_max_s.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay (jitter is added).")
+    tls: TlsConfig | None = Field(None, description="TLS settings; mqtts:// URLs use TLS even without this section.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"scheme must be mqtt:// or mqtts://, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"no host in {url!r}")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}") from exc
+        return url
+
+    @model_validator(mode="after")
+    def _load_secret(self) -> MqttConfig:
+        object.__setattr__(self, "password", _read_secret(self.password, self.password_file, "password"))
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
+
+
+class BatchingConfig(Section):
+    batch_size: int = Field(5000, ge=1, le=1_000_000, description="Readings per write request, at most.")
+    flush_interval_ms: int = Field(
+        100, ge=1, le=60_000, description="A partial batch is written after this long; bounds ack latency."
+    )
+
+
+class InfluxConfig(BatchingConfig):
+    url: str = Field("http://127.0.0.1:8086", description="InfluxDB 2.x base URL (http:// or https://).")
+    org: str = Field("iot", min_length=1, description="InfluxDB organisation.")
+    bucket: str = Field("telemetry", min_length=1, description="InfluxDB bucket.")
+    token: SecretStr | None = Field(None, description="API token; prefer GATEWAY_INFLUX__TOKEN or token_file.")
+    token_file: Path | None = Field(None, description="File holding the API token (wins over `token`).")
+    gzip: bool = Field(True, description="Compress write requests (saves bandwidth, costs CPU).")
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one write request.")
+    verify_ssl: bool = Field(True, description="Verify the server certificate on https:// URLs.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _load_secret(self) -> InfluxConfig:
+        object.__setattr__(self, "token", _read_secret(self.token, self.token_file, "token"))
+        return self
+
+
+class SqliteConfig(BatchingConfig):
+    path: Path = Field(Path("data/gateway.db"), description="SQLite database file (created if missing).")
+
+
+class DedupConfig(Section):
+    enabled: bool = Field(True, description="Drop readings already seen within the window.")
+    max_entries: int = Field(
+        1_000_000, ge=1, description="Keys remembered at most (about 150 bytes each); the oldest go first."
+    )
+    window_s: float = Field(3600.0, gt=0, description="How long a key is remembered.")
+
+
+class ValidationConfig(Section):
+    max_payload_bytes: int = Field(256 * 1024, ge=64, description="Larger payloads are rejected unread.")
+    max_future_s: float = Field(
+        3600.0, ge=0, description="Readings stamped further than this in the future are rejected."
+    )
+    device_id_pattern: str = Field(
+        r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$",
+        description="Device ids (from the topic) must match; keeps ids safe as tags and topic levels.",
+    )
+
+    @field_validator("device_id_pattern")
+    @classmethod
+    def _check_regex(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return pattern
+
+
+class MappingConfig(Section):
+    topic: str = Field("devices/{device}/telemetry", description="Topic template; {device} names the device.")
+    format: Literal["native"] = Field("native", description="Payload format.")
+    measurement: str = Field("telemetry", min_length=1, description="Measurement the readings are stored in.")
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, topic: str) -> str:
+        if topic.count("{device}") != 1:
+            raise ValueError(f"needs exactly one {{device}} placeholder, got {topic!r}")
+        return topic
+
+
+class HttpConfig(Section):
+    host: str = Field("127.0.0.1", description="Address of the metrics and health endpoint.")
+    port: int = Field(9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 turns it off.")
+
+
+class LogConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+
+class GatewayConfig(BaseSettings):
+    """The whole configuration. A sink runs when its section is present."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection and session.")
+    influx: InfluxConfig | None = Field(None, description="InfluxDB 2.x sink; runs when present.")
+    sqlite: SqliteConfig | None = Field(None, description="SQLite sink, the embedded default; runs when present.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate suppression window.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Input limits.")
+    mappings: list[MappingConfig] = Field(
+        default_factory=lambda: [MappingConfig()], min_length=1, description="Topic mappings, tried in order."
+    )
+    http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML document arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _needs_a_sink(self) -> GatewayConfig:
+        if self.influx is None and self.sqlite is None:
+            raise ValueError("no sink configured: add an `influx` or a `sqlite` section")
+        return self
+
+
+def load_config(path: Path | None) -> GatewayConfig:
+    """Read the YAML file (optional) and the environment; raise ConfigError naming key and value."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top, got {type(loaded).__name__}")
+        data = loaded or {}
+    try:
+        return GatewayConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per problem: the dotted key, what is wrong, and the value given (never a secret)."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "***" if _is_secret(key) else repr(_redact(value))
+        if err["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key (value {shown})")
+        else:
+            lines.append(f"{key}: {err['msg']} (value {shown})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key for word in ("password", "token"))
+
+
+def _redact(value: Any) -> Any:
+    """A whole section's error (model validator, missing sink) shows the section's input: mask its secrets."""
+    if isinstance(value, dict):
+        return {k: "***" if _is_secret(str(k)) else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def masked_dump(config: GatewayConfig) -> dict[str, Any]:
+    """The effective configuration with secrets masked, for `check-config`."""
+    return config.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,43 @@
+"""Dead-letter records: what was refused, where it came from, and why, as JSON for `gateway/deadletter/...`."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import orjson
+
+from gateway.model import Rejection
+
+UNKNOWN_DEVICE = "_unknown"
+# Oversized payloads are what gets them rejected; a record repeating 10 MB would only move the problem.
+MAX_PAYLOAD_IN_RECORD = 64 * 1024
+
+
+def topic_for(template: str, rejection: Rejection) -> str:
+    device = rejection.device or UNKNOWN_DEVICE
+    # A device id that would add topic levels or wildcards cannot name the dead-letter topic.
+    if any(c in device for c in "/+#") or not device:
+        device = UNKNOWN_DEVICE
+    return template.replace("{device}", device)
+
+
+def record(rejection: Rejection) -> bytes:
+    payload = rejection.payload
+    truncated = len(payload) > MAX_PAYLOAD_IN_RECORD
+    payload = payload[:MAX_PAYLOAD_IN_RECORD]
+    body: dict[str, object] = {
+        "topic": rejection.topic,
+        "device": rejection.device,
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "received_at": datetime.fromtimestamp(rejection.received_at_ns / 1e9, UTC).isoformat(),
+        "payload_bytes": len(rejection.payload),
+    }
+    try:
+        body["payload"] = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        body["payload_base64"] = base64.b64encode(payload).decode()
+    if truncated:
+        body["payload_truncated"] = True
+    return orjson.dumps(body)

@@ -1,0 +1,46 @@
+"""The gateway's one exception hierarchy.
+
+GatewayError
+ +-- ConfigError          bad configuration; names the key and the value; exit status 2
+ +-- PayloadRejected      a message cannot become readings; carries a stable reason code
+ +-- SinkError            a sink failed to accept a batch
+      +-- RetryableSinkError   try again later (connection refused, 5xx, 429)
+      +-- PermanentSinkError   the store refused the data itself (4xx other than 429)
+
+Library exceptions (paho, urllib3, sqlite3) are translated into these at the adapter's edge.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; the message names the key and the offending value."""
+
+
+class PayloadRejected(GatewayError):
+    """A message was refused. `reason` is a stable code for counters, `detail` is for humans."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SinkError(GatewayError):
+    """A sink could not accept a batch."""
+
+
+class RetryableSinkError(SinkError):
+    """Transient failure; `retry_after` (seconds) is set when the store said how long to wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentSinkError(SinkError):
+    """The store refused the data; retrying the same request cannot succeed."""

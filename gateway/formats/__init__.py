@@ -1,0 +1,1 @@
+"""Payload formats: pure functions from bytes to readings. One module a format."""

@@ -1,0 +1,86 @@
+"""InfluxDB 2.x sink: line protocol we encode ourselves, one synchronous gzip'd request a batch.
+
+influxdb-client's batching WriteApi keeps its buffer in memory and reports failures only to a callback, so
+the gateway batches itself and calls the synchronous API, which lets it acknowledge only what was stored.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Sequence
+
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from gateway.config import InfluxConfig
+from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.model import Reading
+from gateway.sinks.lineprotocol import LineEncoder
+
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class InfluxSink:
+    name = "influx"
+
+    def __init__(self, config: InfluxConfig) -> None:
+        self._config = config
+        token = config.token.get_secret_value() if config.token else ""
+        # retries=False: our own retry loop, with the journal of batches behind it, owns retrying.
+        self._client = InfluxDBClient(
+            url=config.url,
+            token=token,
+            org=config.org,
+            enable_gzip=config.gzip,
+            timeout=int(config.timeout_s * 1000),
+            verify_ssl=config.verify_ssl,
+            retries=False,
+        )
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._encoder = LineEncoder()
+
+    def write(self, readings: Sequence[Reading]) -> None:
+        if not readings:
+            return
+        body = self._encoder.encode(readings)
+        try:
+            self._write_api.write(
+                bucket=self._config.bucket,
+                org=self._config.org,
+                record=body,
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]
+            )
+        except ApiException as exc:
+            status = exc.status or 0
+            reason = _reason(exc)
+            if status in _RETRYABLE_STATUS or status == 0:
+                raise RetryableSinkError(f"HTTP {status}: {reason}", _retry_after(exc)) from None
+            raise PermanentSinkError(f"HTTP {status}: {reason}") from None
+        except (HTTPError, OSError) as exc:
+            raise RetryableSinkError(f"{type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        self._write_api.close()  # type: ignore[no-untyped-call]
+        self._client.close()  # type: ignore[no-untyped-call]
+
+
+def _reason(exc: ApiException) -> str:
+    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
+    return body.strip()[:500]
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    """Retry-After as seconds or as an HTTP date (RFC 9110 allows both)."""
+    headers: dict[str, str] = dict(exc.headers or {})
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None

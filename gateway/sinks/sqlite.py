@@ -1,0 +1,120 @@
+"""SQLite sink, the embedded default: one row per field, idempotent on (series, field, time).
+
+Schema (see README "SQLite schema"):
+    readings(measurement, device, tags, field, time_ns, value, reading_id)
+    PRIMARY KEY (measurement, device, tags, field, time_ns)
+`tags` is the canonical JSON of the reading's tags (keys sorted); `value` is REAL, INTEGER (booleans 0/1) or TEXT.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import orjson
+
+from gateway.config import SqliteConfig
+from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.model import Reading
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    measurement TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    tags        TEXT NOT NULL,
+    field       TEXT NOT NULL,
+    time_ns     INTEGER NOT NULL,
+    value       ANY,
+    reading_id  TEXT NOT NULL,
+    PRIMARY KEY (measurement, device, tags, field, time_ns)
+) WITHOUT ROWID, STRICT;
+CREATE INDEX IF NOT EXISTS readings_by_time ON readings (time_ns);
+"""
+
+_INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a batch acknowledged to the broker survives a power cut, not just a crash.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class SqliteSink:
+    name = "sqlite"
+
+    def __init__(self, config: SqliteConfig) -> None:
+        self._conn = connect(config.path)
+
+    def write(self, readings: Sequence[Reading]) -> None:
+        if not readings:
+            return
+        rows = [
+            (r.measurement, r.device, _tags_json(r.tags), name, r.time_ns, value, r.reading_id)
+            for r in readings
+            for name, value in r.fields.items()
+        ]
+        try:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(_INSERT, rows)
+            self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # locked, disk full, I/O error: may pass
+            self._rollback()
+            raise RetryableSinkError(f"sqlite: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            self._rollback()
+            raise PermanentSinkError(f"sqlite: {exc}") from None
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _tags_json(tags: dict[str, str]) -> str:
+    return orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}"
+
+
+class StoredReading(NamedTuple):
+    measurement: str
+    device: str
+    tags: dict[str, str]
+    time_ns: int
+    fields: dict[str, float | bool | str]
+    reading_id: str
+
+
+def read_readings(path: Path, measurement: str | None = None) -> Iterator[StoredReading]:
+    """Rows folded back into readings (one per series and instant), for `gateway query` and tests."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        query = "SELECT measurement, device, tags, field, time_ns, value, reading_id FROM readings"
+        params: tuple[str, ...] = ()
+        if measurement is not None:
+            query += " WHERE measurement = ?"
+            params = (measurement,)
+        query += " ORDER BY measurement, device, tags, time_ns, field"
+        current: StoredReading | None = None
+        for meas, device, tags, field, time_ns, value, reading_id in conn.execute(query, params):
+            key = (meas, device, tags, time_ns)
+            if (
+                current is None
+                or (current.measurement, current.device, _tags_json(current.tags), current.time_ns) != key
+            ):
+                if current is not None:
+                    yield current
+                current = StoredReading(meas, device, orjson.loads(tags), time_ns, {}, reading_id)
+            current.fields[field] = value
+        if current is not None:
+            yield current
+    finally:
+        conn.close()

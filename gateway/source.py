@@ -1,0 +1,251 @@
+"""The MQTT session: connect, subscribe, receive, acknowledge late, reconnect. paho-mqtt driven by our own loop.
+
+We drive paho through its external-loop API (`loop_read` / `loop_write` / `loop_misc`) instead of
+`loop_start()`: every call into paho then happens on this one thread (paho's socket writes are not
+thread-safe), a read burst can be handed to the pipeline as one chunk, and acknowledgements that other
+threads release are sent here, after the readings they cover are stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.config import MqttConfig
+from gateway.model import RawMessage
+from gateway.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+AckToken = tuple[int, int]  # (connection generation, packet id)
+_BURST_MAX = 2000  # messages read before the pipeline gets a chunk and acks get a turn
+
+
+class MqttSource:
+    """Owns the paho client. `run()` is the network thread; `release()` may be called from any thread."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        topic_filters: list[str],
+        on_message: Callable[[RawMessage], None],
+        on_burst_end: Callable[[], None],
+        can_read: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._config = config
+        self._filters = [f"$share/{config.shared_group}/{f}" if config.shared_group else f for f in topic_filters]
+        self._on_message = on_message
+        self._on_burst_end = on_burst_end
+        self._can_read = can_read
+        self._generation = 0
+        self._connected = threading.Event()
+        self._received = 0
+        self._acks: deque[AckToken] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_pending = False
+        self.acknowledged = 0
+        self.connects = 0
+        self._client = self._make_client()
+
+    # -- public -----------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def release(self, tokens: Iterable[AckToken | None]) -> None:
+        """Acknowledge these messages (their readings are stored). Thread-safe; sent by the network thread."""
+        self._acks.extend(t for t in tokens if t is not None)
+        if not self._wake_pending:
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError):  # already full of wake-ups: fine
+                self._wake_w.send(b"\0")
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish from the network thread (dead-letter records). paho queues it while disconnected."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.error("could not queue a publish to %s: %s", topic, mqtt.error_string(info.rc))
+
+    def run(self, stop: threading.Event) -> None:
+        """Network loop until `stop` is set and pending acknowledgements are flushed (or the link is down)."""
+        backoff = Backoff(self._config.reconnect_min_s, self._config.reconnect_max_s)
+        first = True
+        while not stop.is_set():
+            try:
+                if first:
+                    self._connect()
+                    first = False
+                else:
+                    self._client.reconnect()
+            except (OSError, ssl.SSLError, mqtt.WebsocketConnectionError) as exc:
+                delay = backoff.next_delay()
+                log.warning("broker %s unreachable (%s); retrying in %.1f s", self._config.url, exc, delay)
+                stop.wait(delay)
+                continue
+            self._serve(stop, backoff)
+            if not stop.is_set():
+                delay = backoff.next_delay()
+                log.warning("disconnected from broker; reconnecting in %.1f s", delay)
+                stop.wait(delay)
+        self._client.disconnect()
+        self._client.loop_write()
+
+    # -- connection -------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self._config
+        v5 = cfg.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+            manual_ack=True,
+        )
+        if cfg.username:
+            password = cfg.password.get_secret_value() if cfg.password else None
+            client.username_pw_set(cfg.username, password)
+        if cfg.uses_tls:
+            tls = cfg.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls and tls.key_file else None,
+            )
+            if tls and tls.insecure:
+                client.tls_insecure_set(True)
+        # Our own publishes (dead-letter records) are few; paho's in-flight cap only adds bookkeeping.
+        client.max_inflight_messages_set(0)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        # Registering a write callback tells paho an external loop writes the socket, so queuing an ack
+        # does not send it on the spot: a burst of acks leaves in one loop_write.
+        client.on_socket_register_write = lambda _c, _u, _s: None
+        return client
+
+    def _connect(self) -> None:
+        cfg = self._config
+        if cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = cfg.session_expiry_s
+            props.ReceiveMaximum = cfg.receive_maximum
+            self._client.connect(cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props)
+        else:
+            self._client.connect(cfg.host, cfg.port, cfg.keepalive_s)
+
+    def _handle_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        self._generation += 1
+        self.connects += 1
+        # Subscribing again is harmless with a resumed session and needed with a new one.
+        client.subscribe([(f, int(self._config.qos)) for f in self._filters])
+        self._connected.set()
+        log.info(
+            "connected to %s (session %s), subscribed to %s",
+            self._config.url,
+            "resumed" if flags.session_present else "new",
+            ", ".join(self._filters),
+        )
+
+    def _handle_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self._connected.clear()
+        # Packet ids of the old connection mean nothing on the next; the broker redelivers those
+        # messages and the dedup window recognises them.
+        self._acks.clear()
+        log.info("connection closed: %s", reason)
+
+    def _handle_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._received += 1
+        token = (self._generation, msg.mid) if msg.qos > 0 else None
+        self._on_message(RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token))
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _serve(self, stop: threading.Event, backoff: Backoff) -> None:
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return
+        last_misc = 0.0
+        while True:
+            if stop.is_set():
+                self._send_acks()
+                client.loop_write()
+                return
+            reading = self._can_read()
+            readers = [sock, self._wake_r] if reading else [self._wake_r]
+            writers = [sock] if client.want_write() else []
+            try:
+                readable, writable, _ = select.select(readers, writers, [], 0.1 if reading else 0.01)
+            except (OSError, ValueError):
+                return
+            if self._wake_r in readable:
+                self._drain_wakeups()
+            if sock in readable and reading:
+                rc = self._read_burst()
+                self._on_burst_end()
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    return
+                if self._connected.is_set():
+                    backoff.reset()
+            self._send_acks()
+            if (writable or client.want_write()) and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                return
+            now = time.monotonic()
+            if now - last_misc >= 0.5:
+                last_misc = now
+                if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                    return
+                self._on_burst_end()  # lets a partial chunk go out on time when traffic is slow
+            if client.socket() is not sock:
+                return
+
+    def _read_burst(self) -> MQTTErrorCode:
+        # loop_read handles one packet a call; keep reading while messages keep coming.
+        for _ in range(_BURST_MAX):
+            before = self._received
+            rc = self._client.loop_read()
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                return rc
+            if self._received == before:
+                break
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def _drain_wakeups(self) -> None:
+        self._wake_pending = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _send_acks(self) -> None:
+        generation = self._generation
+        acks = self._acks
+        client = self._client
+        sent = 0
+        while acks:
+            token_generation, mid = acks.popleft()
+            if token_generation == generation and self._connected.is_set():
+                client.ack(mid, 1)
+                sent += 1
+        self.acknowledged += sent
