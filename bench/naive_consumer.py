@@ -51,6 +51,8 @@ def main() -> None:
             point = point.field(key, value)
         if isinstance(data.ts, int):
             point = point.time(data.ts * 1_000_000, WritePrecision.NS)
+        elif isinstance(data.ts, str):
+            point = point.time(data.ts, WritePrecision.NS)
         write_api.write(bucket="bench", record=point)
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, args.client_id, protocol=mqtt.MQTTv5)

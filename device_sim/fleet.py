@@ -225,9 +225,7 @@ def _device_slots(devices: int, messages: int, rng: random.Random) -> list[int]:
     return slots
 
 
-def _next_body(
-    device: _Device, start_ns: int, interval_ns: int, rng: random.Random
-) -> tuple[dict[str, Any], int]:
+def _next_body(device: _Device, start_ns: int, interval_ns: int, rng: random.Random) -> tuple[dict[str, Any], int]:
     """The device's next well-formed message body (taking a new seq) and its nominal time."""
     device.seq += 1
     seq = device.seq

@@ -95,9 +95,7 @@ class Link:
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        self._client.connect_async(
-            self._address.host, self._address.port, keepalive=KEEPALIVE_S, properties=properties
-        )
+        self._client.connect_async(self._address.host, self._address.port, keepalive=KEEPALIVE_S, properties=properties)
         self._client.loop_start()
 
     def wait_connected(self, timeout_s: float) -> None:
@@ -128,9 +126,7 @@ class Link:
             self._published += 1
         info = self._client.publish(topic, payload, qos=self._qos)
         # At QoS 1/2 NO_CONN means "kept for the next connection", so only other codes lose the message.
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (
-            self._qos and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
-        ):
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (self._qos and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN):
             with self._cond:
                 self._settle(ok=False)
 

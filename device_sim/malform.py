@@ -37,9 +37,7 @@ def _non_finite(body: Body, rng: random.Random, ctx: BreakContext) -> bytes:
     metrics = dict(body["metrics"])
     metrics[_numeric_metric(metrics, rng)] = _SENTINEL
     # orjson cannot emit NaN or infinity, so the literal is spliced into the encoded bytes.
-    return encode({**body, "metrics": metrics}).replace(
-        encode(_SENTINEL), rng.choice(_NON_FINITE_LITERALS), 1
-    )
+    return encode({**body, "metrics": metrics}).replace(encode(_SENTINEL), rng.choice(_NON_FINITE_LITERALS), 1)
 
 
 def _empty_metrics(body: Body, rng: random.Random, ctx: BreakContext) -> bytes:

@@ -1,8 +1,9 @@
-"""Command line: `gateway run`, `gateway check-config`."""
+"""Command line: `gateway run`, `gateway check-config`, `gateway demo`, `gateway query`."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -71,6 +72,112 @@ def run(config: ConfigOption = None) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     Pipeline(loaded, build_sinks(loaded)).run(stop)
+
+
+DEMO_DB = Path("data/demo.db")
+
+
+@app.command()
+def demo(
+    db: Annotated[Path, typer.Option(help="SQLite file the readings are stored in (kept after the demo).")] = DEMO_DB,
+    duration: Annotated[
+        float | None, typer.Option(min=0.1, help="Stop after this many seconds; default: run until Ctrl-C.")
+    ] = None,
+    devices: Annotated[int, typer.Option(min=1, max=100_000, help="Simulated devices.")] = 50,
+    rate: Annotated[float, typer.Option(min=0.01, max=1000, help="Messages per second per device.")] = 5.0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 1,
+    log_level: Annotated[str, typer.Option(help="Gateway log level (to stderr).")] = "WARNING",
+) -> None:
+    """Run the whole path on embedded defaults: a private Mosquitto, a simulated fleet, the gateway, SQLite."""
+    from gateway.demo import DemoError, DemoOptions, run_demo  # noqa: PLC0415 - imports the simulator
+
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter("must be DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+    options = DemoOptions(db=db, duration_s=duration, devices=devices, rate_per_device=rate, seed=seed, log_level=level)
+    try:
+        code = run_demo(options)
+    except DemoError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def query(
+    db: Annotated[Path, typer.Option(help="SQLite file written by the gateway's sqlite sink.")] = DEMO_DB,
+    device: Annotated[str | None, typer.Option(help="Only this device.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many of the latest readings to show.")] = 20,
+) -> None:
+    """Print the latest stored readings of a SQLite file, and how many readings each device has."""
+    from gateway import demo as q  # noqa: PLC0415
+
+    try:
+        conn = q.open_readonly(db)
+    except q.DemoError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    try:
+        latest = q.latest_readings(conn, device, limit)
+        counts = q.device_counts(conn, device)
+    finally:
+        conn.close()
+    total = sum(c.readings for c in counts)
+    scope = f"device {device}" if device else f"{len(counts)} devices"
+    rich = sys.stdout.isatty()
+    # A narrow terminal gets one field per line rather than fields cut into pieces.
+    sep = "\n" if rich and shutil.get_terminal_size().columns < 150 else " "
+    if not latest:
+        typer.echo(f"no readings in {db}" + (f" for device {device}" if device else ""))
+        return
+    typer.echo(f"{len(latest)} latest of {total:,} readings from {scope} in {db}, newest first:")
+    _print_table(
+        ["time (UTC)", "device", "fields", "tags", "reading id"],
+        [
+            [q.rfc3339(r.time_ns), r.device, q.format_pairs(r.fields, sep), q.format_pairs(r.tags, sep), r.reading_id]
+            for r in latest
+        ],
+        rich,
+        # On a narrow terminal tags and ids may fold; times, devices and fields (one per line) stay whole.
+        wrapping=frozenset({3, 4}) if sep == "\n" else frozenset({2, 3}),
+    )
+    typer.echo("")
+    typer.echo("readings per device:")
+    _print_table(
+        ["device", "readings", "first", "last"],
+        [[c.device, f"{c.readings:,}", q.rfc3339(c.first_ns), q.rfc3339(c.last_ns)] for c in counts],
+        rich,
+        right_aligned=frozenset({1}),
+    )
+
+
+def _print_table(
+    headers: list[str],
+    rows: list[list[str]],
+    rich: bool,
+    right_aligned: frozenset[int] = frozenset(),
+    wrapping: frozenset[int] = frozenset(),
+) -> None:
+    if rich:
+        from rich.console import Console  # noqa: PLC0415
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for i, header in enumerate(headers):
+            table.add_column(
+                header,
+                justify="right" if i in right_aligned else "left",
+                no_wrap=i not in wrapping,
+                overflow="fold",
+            )
+        for row in rows:
+            table.add_row(*row)
+        Console(highlight=False).print(table)
+        return
+    from gateway.demo import iter_table_lines  # noqa: PLC0415
+
+    for line in iter_table_lines(headers, rows, right_aligned):
+        typer.echo(line)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ class Validator:
 
     def check_device(self, device: str) -> None:
         # fullmatch: with match(), `$` also matches before a trailing newline, so 'dev\n' would pass.
-        if self._device_re.match(device) is None:
+        if self._device_re.fullmatch(device) is None:
             raise PayloadRejected(
                 "invalid_device_id", f"device id {device[:128]!r} does not match validation.device_id_pattern"
             )

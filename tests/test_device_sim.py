@@ -464,9 +464,7 @@ class Mosquitto:
         self.port = _free_port()
         self._conf = workdir / "mosquitto.conf"
         self._log = workdir / "mosquitto.log"
-        self._conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-        )
+        self._conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

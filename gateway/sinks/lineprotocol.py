@@ -8,6 +8,9 @@ from gateway.model import Reading
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ ", "\\": "\\\\"})
 _KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\"})
+# Quotes in field keys are legal unescaped, but VictoriaMetrics then takes them for a string value and
+# corrupts the point; InfluxDB's own encoder escapes them, and both stores parse the escaped form.
+_FIELD_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\", '"': '\\"'})
 _STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\"})
 
 
@@ -42,7 +45,7 @@ class LineEncoder:
         return prefix
 
     def line(self, reading: Reading) -> str:
-        fields = ",".join(f"{k.translate(_KEY_ESCAPES)}={_field(v)}" for k, v in reading.fields.items())
+        fields = ",".join(f"{k.translate(_FIELD_KEY_ESCAPES)}={_field(v)}" for k, v in reading.fields.items())
         return f"{self.series(reading)} {fields} {reading.time_ns}"
 
     def encode(self, readings: Sequence[Reading]) -> bytes:

@@ -8,6 +8,7 @@ Schema (see README "SQLite schema"):
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -39,11 +40,15 @@ _INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)"
 def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a batch acknowledged to the broker survives a power cut, not just a crash.
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.executescript(SCHEMA)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a batch acknowledged to the broker survives a power cut, not just a crash.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -51,20 +56,35 @@ class SqliteSink:
     name = "sqlite"
 
     def __init__(self, config: SqliteConfig) -> None:
-        self._conn = connect(config.path)
+        self._path = config.path
+        self._conn: sqlite3.Connection | None = None
+        # A database that cannot be opened (its directory is a file, is read-only, is not mounted yet) is an
+        # unreachable store, not bad data: like the InfluxDB sink, write() raises RetryableSinkError and
+        # tries again on every retry, so the batch stays unacknowledged instead of being dead-lettered.
+        with contextlib.suppress(RetryableSinkError):
+            self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self._conn = connect(self._path)
+            except (OSError, sqlite3.Error) as exc:
+                raise RetryableSinkError(f"sqlite: cannot open {str(self._path)!r}: {exc}") from None
+        return self._conn
 
     def write(self, readings: Sequence[Reading]) -> None:
         if not readings:
             return
+        conn = self._connection()
         rows = [
             (r.measurement, r.device, _tags_json(r.tags), name, r.time_ns, value, r.reading_id)
             for r in readings
             for name, value in r.fields.items()
         ]
         try:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(_INSERT, rows)
-            self._conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:  # locked, disk full, I/O error: may pass
             self._rollback()
             raise RetryableSinkError(f"sqlite: {exc}") from None
@@ -73,11 +93,12 @@ class SqliteSink:
             raise PermanentSinkError(f"sqlite: {exc}") from None
 
     def _rollback(self) -> None:
-        if self._conn.in_transaction:
+        if self._conn is not None and self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 def _tags_json(tags: dict[str, str]) -> str:
