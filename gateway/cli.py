@@ -14,8 +14,9 @@ import typer
 import yaml
 
 from gateway.config import GatewayConfig, load_config, masked_dump
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DemoError
 from gateway.pipeline import Pipeline
+from gateway.query import device_counts, format_pairs, iter_table_lines, latest_readings, open_readonly, rfc3339
 from gateway.sinks import Sink
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="IoT telemetry ingestion gateway.")
@@ -89,7 +90,7 @@ def demo(
     log_level: Annotated[str, typer.Option(help="Gateway log level (to stderr).")] = "WARNING",
 ) -> None:
     """Run the whole path on embedded defaults: a private Mosquitto, a simulated fleet, the gateway, SQLite."""
-    from gateway.demo import DemoError, DemoOptions, run_demo  # noqa: PLC0415 - imports the simulator
+    from gateway.demo import DemoOptions, run_demo  # noqa: PLC0415 - imports the simulator
 
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -110,16 +111,14 @@ def query(
     limit: Annotated[int, typer.Option(min=1, help="How many of the latest readings to show.")] = 20,
 ) -> None:
     """Print the latest stored readings of a SQLite file, and how many readings each device has."""
-    from gateway import demo as q  # noqa: PLC0415
-
     try:
-        conn = q.open_readonly(db)
-    except q.DemoError as exc:
+        conn = open_readonly(db)
+    except DemoError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     try:
-        latest = q.latest_readings(conn, device, limit)
-        counts = q.device_counts(conn, device)
+        latest = latest_readings(conn, device, limit)
+        counts = device_counts(conn, device)
     finally:
         conn.close()
     total = sum(c.readings for c in counts)
@@ -134,7 +133,7 @@ def query(
     _print_table(
         ["time (UTC)", "device", "fields", "tags", "reading id"],
         [
-            [q.rfc3339(r.time_ns), r.device, q.format_pairs(r.fields, sep), q.format_pairs(r.tags, sep), r.reading_id]
+            [rfc3339(r.time_ns), r.device, format_pairs(r.fields, sep), format_pairs(r.tags, sep), r.reading_id]
             for r in latest
         ],
         rich,
@@ -145,7 +144,7 @@ def query(
     typer.echo("readings per device:")
     _print_table(
         ["device", "readings", "first", "last"],
-        [[c.device, f"{c.readings:,}", q.rfc3339(c.first_ns), q.rfc3339(c.last_ns)] for c in counts],
+        [[c.device, f"{c.readings:,}", rfc3339(c.first_ns), rfc3339(c.last_ns)] for c in counts],
         rich,
         right_aligned=frozenset({1}),
     )
@@ -174,8 +173,6 @@ def _print_table(
             table.add_row(*row)
         Console(highlight=False).print(table)
         return
-    from gateway.demo import iter_table_lines  # noqa: PLC0415
-
     for line in iter_table_lines(headers, rows, right_aligned):
         typer.echo(line)
 

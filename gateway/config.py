@@ -50,6 +50,13 @@ class TlsConfig(Section):
     key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
     insecure: bool = Field(False, description="Skip verification of the broker's certificate (testing only).")
 
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {str(path)!r}")
+        return path
+
 
 class MqttConfig(Section):
     url: str = Field(
@@ -106,6 +113,9 @@ class MqttConfig(Section):
             raise ValueError(f"scheme must be mqtt:// or mqtts://, got {url!r}")
         if not parts.hostname:
             raise ValueError(f"no host in {url!r}")
+        if parts.username or parts.password:
+            # They would be logged with the URL; mqtt.username / mqtt.password keep them out of logs.
+            raise ValueError("credentials do not belong in the URL: use mqtt.username and mqtt.password")
         try:
             _ = parts.port
         except ValueError as exc:
@@ -168,6 +178,20 @@ class SqliteConfig(BatchingConfig):
     path: Path = Field(Path("data/gateway.db"), description="SQLite database file (created if missing).")
 
 
+class JournalConfig(Section):
+    path: Path = Field(
+        Path("data/journal.db"),
+        description="The durable journal (SQLite, WAL): readings not yet stored by every sink, dedup keys, "
+        "dead-letter records. Each replica needs its own.",
+    )
+    max_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        description="Readings waiting for a sink may fill this much; beyond it the gateway stops acknowledging "
+        "(the broker keeps the messages) until the sinks catch up.",
+    )
+
+
 class DedupConfig(Section):
     enabled: bool = Field(True, description="Drop readings already seen within the window.")
     max_entries: int = Field(
@@ -226,6 +250,7 @@ class GatewayConfig(BaseSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection and session.")
     influx: InfluxConfig | None = Field(None, description="InfluxDB 2.x sink; runs when present.")
     sqlite: SqliteConfig | None = Field(None, description="SQLite sink, the embedded default; runs when present.")
+    journal: JournalConfig = Field(default_factory=JournalConfig, description="Durable local state.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate suppression window.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Input limits.")
     mappings: list[MappingConfig] = Field(
@@ -298,7 +323,12 @@ def _redact(value: Any) -> Any:
         return {k: "***" if _is_secret(str(k)) else _redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
+    if isinstance(value, str) and "@" in value and "://" in value:
+        return _URL_CREDENTIALS.sub(r"\1***@", value)
     return value
+
+
+_URL_CREDENTIALS = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
 
 
 def masked_dump(config: GatewayConfig) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from gateway.model import Rejection
+from gateway.model import Reading, Rejection
 
 UNKNOWN_DEVICE = "_unknown"
 # Oversized payloads are what gets them rejected; a record repeating 10 MB would only move the problem.
@@ -20,6 +20,13 @@ def topic_for(template: str, rejection: Rejection) -> str:
     if any(c in device for c in "/+#") or not device:
         device = UNKNOWN_DEVICE
     return template.replace("{device}", device)
+
+
+def reading_payload(reading: Reading) -> bytes:
+    """A reading the store refused, as a native-format message, so it can be replayed."""
+    return orjson.dumps(
+        {"id": reading.reading_id, "ts": reading.time_ns, "metrics": reading.fields, "tags": reading.tags}
+    )
 
 
 def record(rejection: Rejection) -> bytes:

@@ -8,41 +8,38 @@
 The fleet is generated a slice at a time (a minute of messages, at most 50,000), so the demo can run for any
 time without building a huge message list first, and published in 2 s chunks with `device_sim.publish`, so a
 stop takes effect within 2 s. device_sim numbers each slice's messages from seq 1; the slices are renumbered
-here so that message ids (the dedup key) and timestamps keep counting across slices. The broker, the pipeline
-and the SQLite queries behind `gateway query` live here too.
+here so that message ids (the dedup key) and timestamps keep counting across slices. The pipeline runs here
+too; the broker is `gateway.embedded_broker`, the SQLite queries `gateway.query`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import pwd
 import re
 import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple, TextIO
+from typing import Any, TextIO
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from gateway.config import GatewayConfig, HttpConfig, LogConfig, MqttConfig, SqliteConfig
+from gateway.config import GatewayConfig, HttpConfig, JournalConfig, LogConfig, MqttConfig, SqliteConfig
+from gateway.embedded_broker import LOCALHOST, MOSQUITTO_FALLBACKS, Broker, find_mosquitto, free_port
+from gateway.errors import EXIT_FAILED, EXIT_NO_BROKER, DemoError
 from gateway.pipeline import Pipeline
+from gateway.query import count_devices, open_readonly
 from gateway.sinks.sqlite import SqliteSink
 from gateway.sinks.sqlite import connect as sqlite_connect
 
@@ -58,159 +55,10 @@ SLICE_MAX_MESSAGES = 50_000  # ... or fewer seconds, for a large fleet
 CHUNK_S = 2.0  # and published this many seconds at a time: bounds how long stopping the fleet takes
 STATUS_EVERY_S = 2.0
 TIMESTAMP_LAG_NS = 1_000_000_000  # device clocks run this far behind: every reading is stamped in the past
-LOCALHOST = "127.0.0.1"
-MOSQUITTO_FALLBACKS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-MAX_QUEUED_MESSAGES = 100_000_000  # 0 ("no limit") has been buggy across Mosquitto 2.0.x; see config/mosquitto.conf
 
-EXIT_FAILED = 1
-EXIT_NO_BROKER = 2
 EXIT_INTERRUPTED = 130
 
 _NS_PER_MS = 1_000_000
-
-
-class DemoError(Exception):
-    """Ends the demo with a message and an exit code."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-# -- the broker ---------------------------------------------------------------------------------------------
-
-
-def find_mosquitto() -> str | None:
-    """$MOSQUITTO_BIN when set (and nothing else), else `mosquitto` on PATH, else the Debian locations."""
-    explicit = os.environ.get("MOSQUITTO_BIN")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return next((path for path in MOSQUITTO_FALLBACKS if os.access(path, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Broker:
-    """A private Mosquitto on 127.0.0.1:<free port>; config, persistence and log in `workdir`."""
-
-    start_timeout_s = 10.0
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        if any(ch.isspace() for ch in str(workdir)):
-            raise DemoError(f"the temporary directory must not contain whitespace (Mosquitto config): {workdir}")
-        self.binary = binary
-        self.workdir = workdir
-        self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{LOCALHOST}:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "mosquitto.log"
-
-    def config_text(self) -> str:
-        return "\n".join(
-            [
-                "# Written by `gateway demo`; the guarantees are explained in config/mosquitto.conf.",
-                f"listener {self.port} {LOCALHOST}",
-                "allow_anonymous true",
-                # As root Mosquitto would switch to the `mosquitto` user, which cannot write our temp dir.
-                f"user {pwd.getpwuid(os.geteuid()).pw_name}",
-                "set_tcp_nodelay true",
-                "persistence true",
-                f"persistence_location {self.workdir}/",
-                "persistence_file mosquitto.db",
-                "autosave_interval 10",
-                "max_inflight_messages 0",
-                f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-                "max_queued_bytes 0",
-                f"log_dest file {self.log_path}",
-                "log_type error",
-                "log_type warning",
-                "log_type notice",
-                "log_type information",
-                "log_type subscribe",  # lets the demo see the gateway's subscription before publishing
-                "",
-            ]
-        )
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        failure = ""
-        for _attempt in range(5):  # the free port may be taken before Mosquitto binds it: pick another
-            self.port = free_port()
-            (self.workdir / "mosquitto.conf").write_text(self.config_text())
-            failure = self._launch()
-            if not failure:
-                return
-        raise DemoError(f"Mosquitto did not start: {failure}\n{self.log_tail()}", EXIT_NO_BROKER)
-
-    def _launch(self) -> str:
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with (self.workdir / "mosquitto.out").open("ab") as out:
-            self._proc = subprocess.Popen(
-                [self.binary, "-c", str(self.workdir / "mosquitto.conf")],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                # Own session: Ctrl-C reaches only the demo, which stops the broker last, after the gateway.
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                return f"exited with code {self._proc.returncode}"
-            if self.log_contains(b" running", offset) and self._accepts_connections():
-                return ""
-            time.sleep(0.02)
-        self.stop()
-        return f"not ready within {self.start_timeout_s:g} s"
-
-    def _accepts_connections(self) -> bool:
-        try:
-            with socket.create_connection((LOCALHOST, self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    def log_contains(self, needle: bytes, offset: int = 0) -> bool:
-        try:
-            with self.log_path.open("rb") as log_file:
-                log_file.seek(offset)
-                return needle in log_file.read()
-        except FileNotFoundError:
-            return False
-
-    def log_tail(self, lines: int = 20) -> str:
-        parts = []
-        for path in (self.workdir / "mosquitto.out", self.log_path):
-            with contextlib.suppress(OSError):
-                parts.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        """SIGTERM (Mosquitto saves its state and exits), SIGKILL if that takes more than 5 s."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 # -- the fleet ----------------------------------------------------------------------------------------------
@@ -400,6 +248,7 @@ def demo_config(broker_url: str, db: Path, http_port: int, log_level: str = "WAR
     return DemoConfig(
         mqtt=MqttConfig(url=broker_url, client_id="gateway-demo"),
         sqlite=SqliteConfig(path=db),
+        journal=JournalConfig(path=db.with_name(f"{db.stem}.journal.db")),
         http=HttpConfig(host=LOCALHOST, port=http_port),
         log=LogConfig(level=log_level),
     )
@@ -513,122 +362,6 @@ def status_markup(elapsed_s: float, pipeline: Pipeline, devices: int) -> str:
         f"  devices [bold]{devices}[/]"
         f"  rejected [red]{escape(rejections_text(stats.messages_rejected))}[/]"
     )
-
-
-# -- reading the SQLite file (status line, summary, `gateway query`) ---------------------------------------
-
-
-def open_readonly(db: Path) -> sqlite3.Connection:
-    """A read-only connection; DemoError (exit 2) when the file is missing or holds no readings table."""
-    if not db.is_file():
-        raise DemoError(f"no database at {db} (run `gateway demo` first, or pass --db)", EXIT_NO_BROKER)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=5000")
-    try:
-        conn.execute("SELECT 1 FROM readings LIMIT 1").fetchall()
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise DemoError(f"{db} is not a gateway SQLite database: {exc}", EXIT_NO_BROKER) from None
-    return conn
-
-
-def count_devices(conn: sqlite3.Connection, measurement: str) -> int:
-    """Distinct devices with readings in `measurement`: one primary-key lookup per device, not a scan of every
-    row, so the status line stays cheap however long the demo runs."""
-    row = conn.execute(
-        """
-        WITH RECURSIVE d(dev) AS (
-            SELECT MIN(device) FROM readings WHERE measurement = :m
-            UNION ALL
-            SELECT (SELECT MIN(device) FROM readings WHERE measurement = :m AND device > d.dev)
-                FROM d WHERE dev IS NOT NULL
-        )
-        SELECT COUNT(dev) FROM d
-        """,
-        {"m": measurement},
-    ).fetchone()
-    return int(row[0])
-
-
-class QueriedReading(NamedTuple):
-    measurement: str
-    device: str
-    tags: dict[str, str]
-    time_ns: int
-    fields: dict[str, float | int | str]
-    reading_id: str
-
-
-def latest_readings(conn: sqlite3.Connection, device: str | None, limit: int) -> list[QueriedReading]:
-    """The `limit` newest readings (rows folded per series and instant), newest first; walks the time index."""
-    import orjson  # noqa: PLC0415
-
-    query = "SELECT measurement, device, tags, field, time_ns, value, reading_id FROM readings"
-    params: tuple[str, ...] = ()
-    if device is not None:
-        query += " WHERE device = ?"
-        params = (device,)
-    query += " ORDER BY time_ns DESC"
-    found: dict[tuple[str, str, str, int], QueriedReading] = {}
-    boundary_ns: int | None = None  # the time of the limit-th reading; rows with it may still add fields
-    for meas, dev, tags, name, time_ns, value, reading_id in conn.execute(query, params):
-        key = (meas, dev, tags, time_ns)
-        if boundary_ns is not None and time_ns < boundary_ns:
-            break
-        reading = found.get(key)
-        if reading is None:
-            if boundary_ns is not None:
-                continue
-            reading = QueriedReading(meas, dev, orjson.loads(tags), time_ns, {}, reading_id)
-            found[key] = reading
-            if len(found) == limit:
-                boundary_ns = time_ns
-        reading.fields[name] = value
-    return sorted(found.values(), key=lambda r: (-r.time_ns, r.device, r.measurement))
-
-
-class DeviceCount(NamedTuple):
-    device: str
-    readings: int
-    first_ns: int
-    last_ns: int
-
-
-def device_counts(conn: sqlite3.Connection, device: str | None = None) -> list[DeviceCount]:
-    where = " WHERE device = ?" if device is not None else ""
-    params: tuple[str, ...] = (device,) if device is not None else ()
-    rows = conn.execute(
-        "SELECT device, COUNT(*), MIN(time_ns), MAX(time_ns) FROM"
-        f" (SELECT DISTINCT measurement, device, tags, time_ns FROM readings{where})"
-        " GROUP BY device ORDER BY device",
-        params,
-    )
-    return [DeviceCount(*row) for row in rows]
-
-
-def rfc3339(time_ns: int) -> str:
-    """UTC, with milliseconds (or as many digits as the timestamp needs, up to nanoseconds)."""
-    seconds, rest = divmod(time_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if rest % 1_000_000 == 0:
-        return f"{stamp}.{rest // 1_000_000:03d}Z"
-    if rest % 1000 == 0:
-        return f"{stamp}.{rest // 1000:06d}Z"
-    return f"{stamp}.{rest:09d}Z"
-
-
-def format_value(value: float | int | str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):  # the SQLite sink stores booleans as INTEGER 0/1 and every number as REAL
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return repr(value) if any(ch.isspace() for ch in value) or not value else value
-
-
-def format_pairs(pairs: dict[str, Any], sep: str = " ") -> str:
-    return sep.join(f"{k}={format_value(v)}" for k, v in sorted(pairs.items())) or "-"
 
 
 # -- the demo -----------------------------------------------------------------------------------------------
@@ -817,16 +550,3 @@ def _print_summary(
     out.line("Look at the data:")
     out.line(f"  gateway query --db {escape(str(options.db))}")
     out.line(f"  gateway query --db {escape(str(options.db))} --device dev-00001 --limit 10")
-
-
-def iter_table_lines(
-    headers: list[str], rows: list[list[str]], right_aligned: frozenset[int] = frozenset()
-) -> Iterator[str]:
-    """Plain aligned columns, for output that is not a terminal (no box characters, no wrapping)."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    for cells in [headers, *rows]:
-        aligned = [
-            cell.rjust(width) if i in right_aligned else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        yield "  ".join(aligned).rstrip()

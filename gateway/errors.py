@@ -6,6 +6,7 @@ GatewayError
  +-- SinkError            a sink failed to accept a batch
       +-- RetryableSinkError   try again later (connection refused, 5xx, 429)
       +-- PermanentSinkError   the store refused the data itself (4xx other than 429)
+ +-- DemoError            `gateway demo` or `gateway query` cannot go on; carries the exit status
 
 Library exceptions (paho, urllib3, sqlite3) are translated into these at the adapter's edge.
 """
@@ -44,3 +45,15 @@ class RetryableSinkError(SinkError):
 
 class PermanentSinkError(SinkError):
     """The store refused the data; retrying the same request cannot succeed."""
+
+
+EXIT_FAILED = 1
+EXIT_NO_BROKER = 2
+
+
+class DemoError(GatewayError):
+    """Ends the demo with a message and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -27,6 +27,7 @@ class Stats:
         self.sink_retries: Counter[str] = Counter()
         self.sink_errors: Counter[tuple[str, str]] = Counter()
         self.deadletters_published = 0
+        self.journal_commits = 0
 
     def rejected_total(self) -> int:
         return sum(self.messages_rejected.values())
@@ -36,14 +37,21 @@ class StatsCollector(Collector):
     def __init__(
         self,
         stats: Stats,
+        *,
         acknowledged: Callable[[], int],
         pending: Callable[[], int],
         connected: Callable[[], bool],
+        journal_bytes: Callable[[], int],
+        backpressure: Callable[[], bool],
+        sink_pending_chunks: Callable[[], dict[str, int]],
     ) -> None:
         self._stats = stats
         self._acknowledged = acknowledged
         self._pending = pending
         self._connected = connected
+        self._journal_bytes = journal_bytes
+        self._backpressure = backpressure
+        self._sink_pending_chunks = sink_pending_chunks
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         s = self._stats
@@ -84,10 +92,25 @@ class StatsCollector(Collector):
             value=self._acknowledged(),
         )
         yield GaugeMetricFamily(
-            "gateway_messages_pending",
-            "Messages received but not yet stored by every sink.",
-            value=self._pending(),
+            "gateway_messages_pending", "Messages received, not yet committed to the journal.", value=self._pending()
         )
+        yield CounterMetricFamily("gateway_journal_commits", "Group commits to the journal.", value=s.journal_commits)
+        yield GaugeMetricFamily(
+            "gateway_journal_bytes",
+            "Bytes of readings in the journal not yet stored by every sink.",
+            value=self._journal_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "gateway_backpressure",
+            "1 while the journal is full (journal.max_bytes) and the gateway stops acknowledging.",
+            value=1 if self._backpressure() else 0,
+        )
+        pending = GaugeMetricFamily(
+            "gateway_sink_pending_chunks", "Journal chunks a sink has not stored yet.", labels=["sink"]
+        )
+        for sink, chunks in sorted(self._sink_pending_chunks().items()):
+            pending.add_metric([sink], chunks)
+        yield pending
         yield GaugeMetricFamily(
             "gateway_broker_connected",
             "1 while connected to the broker.",

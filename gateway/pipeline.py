@@ -1,20 +1,22 @@
-"""The only wiring: the network thread turns messages into chunks, one worker thread per sink writes them,
-and a message is acknowledged once every sink has stored the chunk that holds its readings.
+"""The only wiring: messages become chunks, chunks are committed to the journal and then acknowledged, and one
+worker thread per sink drains the journal's outbox from its own cursor.
 
-    network thread (source.py)            sink workers                     network thread
-    message -> Ingestor.process -> chunk -> [influx] write, retry ...  \\
-                                         -> [sqlite] write, retry ...  -> AckTracker -> release -> PUBACK
+    network thread (source.py)        journal thread                 sink workers
+    message -> Ingestor -> chunk  ->  group commit  -> PUBACKs       [influx] read outbox, write, retry
+                                      (readings, dedup keys,         [sqlite] read outbox, write, retry
+                                       dead letters)                  -> cursor -> journal deletes stored rows
 
 Threads rather than asyncio: paho, urllib3 and sqlite3 are blocking libraries, and all three release the GIL
-while they wait on sockets or disks, which is where a sink worker spends its time.
+while they wait on sockets or disks, which is where the journal and the sink workers spend their time.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -25,131 +27,195 @@ from gateway.config import BatchingConfig, GatewayConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.http import StatusServer
 from gateway.ingest import Ingestor
+from gateway.journal import Journal, JournalError
 from gateway.metrics import Stats, StatsCollector
-from gateway.model import RawMessage, Reading
+from gateway.model import RawMessage, Reading, Rejection
 from gateway.retry import Backoff
 from gateway.sinks import Sink
 from gateway.source import AckToken, MqttSource
 
 log = logging.getLogger(__name__)
 
+_MAX_CHUNKS_AWAITING_COMMIT = 64
+_DEDUP_TRIM_INTERVAL_S = 30.0
+
 
 class Chunk(NamedTuple):
-    seq: int
+    """What one read burst produced, committed to the journal in one transaction."""
+
     readings: list[Reading]
+    deadletters: list[tuple[str, bytes]]  # (topic, record)
     tokens: list[AckToken | None]  # one per message, rejected and duplicate ones included
 
 
-class AckTracker:
-    """Chunks in arrival order; releases a chunk's tokens once every sink has stored it (and all before it)."""
+class JournalWriter:
+    """The journal's only writer: commits chunks (several at once under load), then releases their acks."""
 
-    def __init__(self, sinks: Sequence[str], release: Callable[[list[AckToken | None]], None]) -> None:
-        self._release = release
-        self._lock = threading.Lock()
-        self._chunks: deque[Chunk] = deque()
-        self._stored_upto = dict.fromkeys(sinks, -1)
-        self.pending_messages = 0
+    def __init__(
+        self, journal: Journal, source: MqttSource, stats: Stats, dedup_window_s: float, dedup_entries: int
+    ) -> None:
+        self.journal = journal
+        self._source = source
+        self._stats = stats
+        self._dedup_window_ns = int(dedup_window_s * 1e9)
+        self._dedup_entries = dedup_entries
+        self._chunks: queue.Queue[Chunk | None] = queue.Queue()
+        self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.committed = threading.Condition()
+        self.failed: str | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
 
-    def add(self, chunk: Chunk) -> None:
-        with self._lock:
-            self._chunks.append(chunk)
-            self.pending_messages += len(chunk.tokens)
+    def start(self) -> None:
+        self._thread.start()
 
-    def stored(self, sink: str, upto_seq: int) -> None:
-        released: list[AckToken | None] = []
-        with self._lock:
-            self._stored_upto[sink] = upto_seq
-            floor = min(self._stored_upto.values())
-            while self._chunks and self._chunks[0].seq <= floor:
-                chunk = self._chunks.popleft()
-                released.extend(chunk.tokens)
-            self.pending_messages -= len(released)
-        if released:
-            self._release(released)
+    @property
+    def backlog(self) -> int:
+        return self._chunks.qsize()
+
+    def put(self, chunk: Chunk) -> None:
+        self._chunks.put(chunk)
+
+    def call(self, op: Callable[[], None]) -> None:
+        """Run `op` on the journal thread (cursor moves, confirmed dead letters)."""
+        self._ops.put(op)
+        self._chunks.put(None)  # wakes the thread; None is no chunk
+
+    def close(self) -> None:
+        self._closing = True
+        self._chunks.put(None)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        last_trim = time.monotonic()
+        while True:
+            first = self._chunks.get()
+            self._run_ops()
+            batch = [first] if first is not None else []
+            while len(batch) < _MAX_CHUNKS_AWAITING_COMMIT:
+                try:
+                    more = self._chunks.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None:
+                    batch.append(more)
+            if batch:
+                self._commit(batch)
+            if time.monotonic() - last_trim > _DEDUP_TRIM_INTERVAL_S:
+                last_trim = time.monotonic()
+                self.journal.trim_dedup(time.time_ns() - self._dedup_window_ns, self._dedup_entries)
+            if self._closing and self._chunks.empty():
+                self._run_ops()
+                return
+
+    def _run_ops(self) -> None:
+        while True:
+            try:
+                op = self._ops.get_nowait()
+            except queue.Empty:
+                return
+            op()
+
+    def _commit(self, batch: list[Chunk]) -> None:
+        readings = [r for chunk in batch for r in chunk.readings]
+        records = [d for chunk in batch for d in chunk.deadletters]
+        backoff = Backoff(0.1, 5.0)
+        while True:
+            try:
+                _, pending = self.journal.commit(readings, records)
+                break
+            except JournalError as exc:
+                # Nothing of this batch is acknowledged; the broker keeps it. Disk full usually passes.
+                self.failed = str(exc)
+                delay = backoff.next_delay()
+                log.error("%s; retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+        self.failed = None
+        self._stats.journal_commits += 1
+        self._source.release([t for chunk in batch for t in chunk.tokens])
+        if pending:
+            self._source.send(pending)
+        with self.committed:
+            self.committed.notify_all()
 
 
 class SinkWorker:
-    """Writes chunks to one sink in order: batches by size and linger time, retries with backoff."""
+    """Drains the journal's outbox into one sink, in order: batches by size and linger time, retries."""
 
     def __init__(
         self,
         sink: Sink,
         batching: BatchingConfig,
-        early_flush_messages: int,
-        tracker: AckTracker,
+        writer: JournalWriter,
         stats: Stats,
-        deadletter_sink: Callable[[str, list[Reading]], None],
+        deadletter_readings: Callable[[str, list[Reading]], None],
     ) -> None:
         self.sink = sink
         self._batch_size = batching.batch_size
         self._linger_s = batching.flush_interval_ms / 1000
-        self._early_flush_messages = early_flush_messages
-        self._tracker = tracker
+        self._writer = writer
+        self._reader = writer.journal.reader()
+        self.cursor = writer.journal.cursor(sink.name)
         self._stats = stats
-        self._deadletter = deadletter_sink
-        self._queue: deque[tuple[float, Chunk]] = deque()
-        self._queued_messages = 0
-        self._cond = threading.Condition()
-        self._closing = False
+        self._deadletter = deadletter_readings
+        self._stop = threading.Event()
         self._stop_retrying = threading.Event()
         self.healthy = True
         self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
 
+    @property
+    def pending_chunks(self) -> int:
+        return max(0, self._writer.journal.last_seq - self.cursor)
+
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, chunk: Chunk) -> None:
-        with self._cond:
-            self._queue.append((time.monotonic(), chunk))
-            self._queued_messages += len(chunk.tokens)
-            # Always wake the worker: an idle one starts its linger clock, a lingering one re-checks the size.
-            self._cond.notify()
-
     def close(self, timeout_s: float) -> None:
-        """Write what is queued, waiting at most `timeout_s`, then stop."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
+        """Store what is committed, waiting at most `timeout_s`, then stop; the rest stays in the journal."""
+        self._stop.set()
+        with self._writer.committed:
+            self._writer.committed.notify_all()
         self._thread.join(timeout_s)
         self._stop_retrying.set()
         self._thread.join(5)
+        self._reader.close()
 
-    def _next_batch(self) -> list[Chunk] | None:
-        with self._cond:
-            while True:
-                if self._queue:
-                    age = time.monotonic() - self._queue[0][0]
-                    readings = sum(len(c.readings) for _, c in self._queue)
-                    if (
-                        self._closing
-                        or age >= self._linger_s
-                        or readings >= self._batch_size
-                        or self._queued_messages >= self._early_flush_messages
-                    ):
-                        break
-                    self._cond.wait(self._linger_s - age)
-                elif self._closing:
-                    return None
-                else:
-                    self._cond.wait()
-            batch: list[Chunk] = []
-            count = 0
-            while self._queue and (not batch or count + len(self._queue[0][1].readings) <= self._batch_size):
-                _, chunk = self._queue.popleft()
-                batch.append(chunk)
-                count += len(chunk.readings)
-                self._queued_messages -= len(chunk.tokens)
-            return batch
+    def _wait_for_work(self) -> bool:
+        """Block until there is something to write (or a partial batch has waited long enough)."""
+        committed = self._writer.committed
+        first_seen: float | None = None
+        while True:
+            pending = self.pending_chunks
+            lingered = first_seen is not None and time.monotonic() - first_seen >= self._linger_s
+            if pending and (self._stop.is_set() or lingered):
+                return True
+            if pending and pending * 500 >= self._batch_size:  # chunks hold hundreds of readings under load
+                return True
+            if not pending and self._stop.is_set():
+                return False
+            if pending and first_seen is None:
+                first_seen = time.monotonic()
+            with committed:
+                committed.wait(self._linger_s if pending else 0.5)
 
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            readings = [r for chunk in batch for r in chunk.readings]
-            for start in range(0, len(readings), self._batch_size):
-                if not self._write(readings[start : start + self._batch_size]):
-                    return  # shutting down with this batch unstored: it stays unacknowledged
-            self._tracker.stored(self.sink.name, batch[-1].seq)
+        while self._wait_for_work():
+            chunks = self._reader.chunks_after(self.cursor, self._batch_size)
+            if not chunks:
+                continue
+            readings = [r for chunk in chunks for r in chunk.readings]
+            if not self._write(readings):
+                return  # shutting down with this batch unstored: it stays in the journal
+            self.cursor = chunks[-1].seq
+            self._writer.call(functools.partial(self._writer.journal.stored, self.sink.name, self.cursor))
 
     def _write(self, readings: list[Reading]) -> bool:
+        for start in range(0, len(readings), self._batch_size):
+            if not self._write_batch(readings[start : start + self._batch_size]):
+                return False
+        return True
+
+    def _write_batch(self, readings: list[Reading]) -> bool:
         name = self.sink.name
         backoff = Backoff(0.2, 30.0)
         while True:
@@ -166,7 +232,11 @@ class SinkWorker:
                 continue
             except PermanentSinkError as exc:
                 self._stats.sink_errors[(name, "permanent")] += 1
-                log.error("sink %s refused %d readings: %s; dead-lettered", name, len(readings), exc)
+                if len(readings) > 1:
+                    # Find the readings the store refuses: halve until each part is stored or a single reading.
+                    middle = len(readings) // 2
+                    return self._write_batch(readings[:middle]) and self._write_batch(readings[middle:])
+                log.error("sink %s refused reading %s: %s", name, readings[0].reading_id, exc)
                 self._deadletter(f"{name}: {exc}", readings)
             else:
                 self._stats.readings_stored[name] += len(readings)
@@ -180,41 +250,54 @@ class Pipeline:
         self.config = config
         self.stats = Stats()
         self.ingestor = Ingestor(config)
-        self._chunk_seq = 0
-        self._readings: list[Reading] = []
-        self._tokens: list[AckToken | None] = []
+        self._chunk = Chunk([], [], [])
         self._stopping = threading.Event()
+        self.journal = Journal(config.journal.path, [s.name for s in sinks])
+        self._refill_dedup_window()
         self.source = MqttSource(
-            config.mqtt, self.ingestor.topic_filters, self._on_message, self._seal_chunk, self._can_read
+            config.mqtt,
+            self.ingestor.topic_filters,
+            self._on_message,
+            self._seal_chunk,
+            self._can_read,
+            self._on_deadletters_published,
         )
-        self.tracker = AckTracker([s.name for s in sinks], self.source.release)
-        window = config.mqtt.receive_maximum if config.mqtt.protocol == "5" else 20
-        # Flush before the broker's in-flight window is used up, or nothing more would arrive to fill a batch.
-        self._early_flush = max(1, window // 2)
-        self._max_pending = max(4 * window, 10_000)
+        self.writer = JournalWriter(
+            self.journal, self.source, self.stats, config.dedup.window_s, config.dedup.max_entries
+        )
         self.workers = [
-            SinkWorker(
-                sink,
-                _batching(config, sink.name),
-                self._early_flush,
-                self.tracker,
-                self.stats,
-                self._deadletter_readings,
-            )
+            SinkWorker(sink, _batching(config, sink.name), self.writer, self.stats, self._deadletter_readings)
             for sink in sinks
         ]
+        self._backpressure = False
         self.registry = CollectorRegistry()
         self.registry.register(
             StatsCollector(
                 self.stats,
-                lambda: self.source.acknowledged,
-                lambda: self.tracker.pending_messages,
-                lambda: self.source.connected,
+                acknowledged=lambda: self.source.acknowledged,
+                pending=lambda: self._uncommitted_messages,
+                connected=lambda: self.source.connected,
+                journal_bytes=lambda: self.journal.outbox_bytes,
+                backpressure=lambda: self._backpressure,
+                sink_pending_chunks=lambda: {w.sink.name: w.pending_chunks for w in self.workers},
             )
         )
         self.http: StatusServer | None = None
         if config.http.port:
             self.http = StatusServer(config.http.host, config.http.port, self.registry, self.readiness)
+        self._uncommitted_messages = 0
+
+    def _refill_dedup_window(self) -> None:
+        window = self.ingestor.dedup_window
+        if window is None:
+            return
+        since = time.time_ns() - window.window_ns
+        restored = 0
+        for key, seen_ns in self.journal.recent_dedup_keys(since, window.max_entries):
+            window.check_and_add(key, seen_ns)
+            restored += 1
+        if restored:
+            log.info("restored %d dedup keys from the journal", restored)
 
     # -- network thread ---------------------------------------------------------------------------
 
@@ -222,84 +305,119 @@ class Pipeline:
         stats = self.stats
         stats.messages_received += 1
         outcome = self.ingestor.process(raw)
+        chunk = self._chunk
         if outcome.rejection is not None:
             rejection = outcome.rejection
             stats.messages_rejected[rejection.reason] += 1
             log.info("rejected message on %s: %s: %s", rejection.topic[:200], rejection.reason, rejection.detail)
-            self.source.publish(
-                deadletter.topic_for(self.config.mqtt.deadletter_topic, rejection),
-                deadletter.record(rejection),
-            )
-            stats.deadletters_published += 1
+            chunk.deadletters.append(self._deadletter_record(rejection))
         else:
             stats.readings_accepted += len(outcome.readings)
             stats.readings_duplicate += outcome.duplicates
             stats.readings_receive_timestamped += outcome.receive_timestamped
-            self._readings.extend(outcome.readings)
-        self._tokens.append(raw.ack_token)
+            chunk.readings.extend(outcome.readings)
+        chunk.tokens.append(raw.ack_token)
+
+    def _deadletter_record(self, rejection: Rejection) -> tuple[str, bytes]:
+        return deadletter.topic_for(self.config.mqtt.deadletter_topic, rejection), deadletter.record(rejection)
 
     def _seal_chunk(self) -> None:
-        if not self._tokens:
+        chunk = self._chunk
+        if not chunk.tokens:
             return
-        chunk = Chunk(self._chunk_seq, self._readings, self._tokens)
-        self._chunk_seq += 1
-        self._readings, self._tokens = [], []
-        self.tracker.add(chunk)
-        for worker in self.workers:
-            worker.put(chunk)
+        self._chunk = Chunk([], [], [])
+        self._uncommitted_messages += len(chunk.tokens)
+        self.writer.put(chunk)
 
     def _can_read(self) -> bool:
-        return not self._stopping.is_set() and self.tracker.pending_messages < self._max_pending
+        over = self.journal.outbox_bytes >= self.config.journal.max_bytes
+        if over != self._backpressure:
+            self._backpressure = over
+            if over:
+                log.warning(
+                    "journal holds %d bytes of unstored readings (journal.max_bytes=%d): not acknowledging "
+                    "until the sinks catch up; the broker keeps the messages",
+                    self.journal.outbox_bytes,
+                    self.config.journal.max_bytes,
+                )
+            else:
+                log.info("journal below journal.max_bytes again: reading resumes")
+        return not self._stopping.is_set() and not over and self.writer.backlog < _MAX_CHUNKS_AWAITING_COMMIT
+
+    def _on_deadletters_published(self, ids: list[int]) -> None:
+        self.stats.deadletters_published += len(ids)
+        self.writer.call(functools.partial(self.journal.deadletter_confirmed, ids))
+
+    # -- sink worker threads ----------------------------------------------------------------------
 
     def _deadletter_readings(self, reason: str, readings: list[Reading]) -> None:
-        log.error(
-            "dropping %d readings the store refused (%s), first id %s",
-            len(readings),
-            reason,
-            readings[0].reading_id if readings else "-",
-        )
+        """Readings a store refused become dead-letter records, committed like any other."""
+        self.stats.messages_rejected["store_refused"] += len(readings)
+        records = []
+        for r in readings:
+            payload = deadletter.reading_payload(r)
+            topic = f"(refused by the store: reading {r.reading_id})"
+            rejection = Rejection("store_refused", reason, topic, payload, time.time_ns(), r.device)
+            records.append(self._deadletter_record(rejection))
+
+        def commit() -> None:
+            _, pending = self.journal.commit([], records)
+            self.source.send(pending)
+
+        self.writer.call(commit)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
         if not self.source.connected:
             return False, "broker not connected"
+        if self.writer.failed:
+            return False, f"journal not writable: {self.writer.failed}"
         unhealthy = [w.sink.name for w in self.workers if not w.healthy]
         if unhealthy:
             return False, f"sinks failing: {', '.join(unhealthy)}"
         return True, "ready"
 
     def run(self, stop: threading.Event, shutdown_timeout_s: float = 30.0) -> None:
-        """Run until `stop` is set; then stop reading, store what was read (bounded), acknowledge, exit."""
+        """Run until `stop` is set; then stop reading, commit and acknowledge what was read, give the sinks
+        at most `shutdown_timeout_s` to store it, and keep the rest in the journal."""
         if self.http:
             self.http.start()
             log.info("metrics on http://%s:%d/metrics", self.config.http.host, self.http.port)
+        self.writer.start()
+        pending_deadletters = self.journal.pending_deadletters()
+        if pending_deadletters:
+            log.info("re-publishing %d dead-letter records from the journal", len(pending_deadletters))
+            self.source.send(pending_deadletters)
         for worker in self.workers:
             worker.start()
         source_stop = threading.Event()
         network = threading.Thread(target=self.source.run, args=(source_stop,), name="mqtt", daemon=True)
         network.start()
         stop.wait()
-        log.info("stopping: no new messages; storing %d pending", self.tracker.pending_messages)
+        log.info("stopping: no new messages")
         self._stopping.set()
         deadline = time.monotonic() + shutdown_timeout_s
-        while self.tracker.pending_messages and time.monotonic() < deadline and network.is_alive():
-            time.sleep(0.05)
+        time.sleep(0.6)  # the network thread seals the last partial chunk within its 0.5 s housekeeping turn
         for worker in self.workers:
             worker.close(max(0.1, deadline - time.monotonic()))
+        self.writer.close()
+        time.sleep(0.2)  # the network thread sends the acknowledgements released by the last commit
         source_stop.set()
         network.join(10)
         for worker in self.workers:
             worker.sink.close()
         if self.http:
             self.http.close()
+        left = {w.sink.name: w.pending_chunks for w in self.workers}
+        self.journal.close()
         log.info(
-            "stopped: received %d, stored %s, duplicates %d, rejected %d, unacknowledged %d",
+            "stopped: received %d, stored %s, duplicates %d, rejected %d; chunks left in the journal %s",
             self.stats.messages_received,
             dict(self.stats.readings_stored),
             self.stats.readings_duplicate,
             self.stats.rejected_total(),
-            self.tracker.pending_messages,
+            left,
         )
 
 

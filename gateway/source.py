@@ -70,12 +70,17 @@ class MqttSource:
         on_message: Callable[[RawMessage], None],
         on_burst_end: Callable[[], None],
         can_read: Callable[[], bool] = lambda: True,
+        on_published: Callable[[list[int]], None] = lambda _ids: None,
     ) -> None:
         self._config = config
         self._filters = [f"$share/{config.shared_group}/{f}" if config.shared_group else f for f in topic_filters]
         self._on_message = on_message
         self._on_burst_end = on_burst_end
         self._can_read = can_read
+        self._on_published = on_published
+        self._outgoing: deque[tuple[int, str, bytes]] = deque()  # (caller's id, topic, payload)
+        self._publishing: dict[int, int] = {}  # packet id -> caller's id, until the broker's PUBACK
+        self._published: list[int] = []
         self._generation = 0
         self._connected = threading.Event()
         self._received = 0
@@ -97,16 +102,19 @@ class MqttSource:
     def release(self, tokens: Iterable[AckToken | None]) -> None:
         """Acknowledge these messages (their readings are stored). Thread-safe; sent by the network thread."""
         self._acks.extend(t for t in tokens if t is not None)
+        self._wake()
+
+    def _wake(self) -> None:
         if not self._wake_pending:
             self._wake_pending = True
             with contextlib.suppress(BlockingIOError):  # already full of wake-ups: fine
                 self._wake_w.send(b"\0")
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Publish from the network thread (dead-letter records). paho queues it while disconnected."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            log.error("could not queue a publish to %s: %s", topic, mqtt.error_string(info.rc))
+    def send(self, messages: Iterable[tuple[int, str, bytes]]) -> None:
+        """Publish (id, topic, payload) at QoS 1; `on_published` gets the ids the broker acknowledged.
+        Thread-safe; paho keeps unacknowledged ones across reconnects."""
+        self._outgoing.extend(messages)
+        self._wake()
 
     def run(self, stop: threading.Event) -> None:
         """Network loop until `stop` is set and pending acknowledgements are flushed (or the link is down)."""
@@ -149,18 +157,23 @@ class MqttSource:
             client.username_pw_set(cfg.username, password)
         if cfg.uses_tls:
             tls = cfg.tls
+            insecure = bool(tls and tls.insecure)
             client.tls_set(
                 ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
                 certfile=str(tls.cert_file) if tls and tls.cert_file else None,
                 keyfile=str(tls.key_file) if tls and tls.key_file else None,
+                # `insecure` skips verification of the certificate: paho's tls_insecure_set() alone only
+                # skips the host name check, and an unknown or self-signed CA would still be refused.
+                cert_reqs=ssl.CERT_NONE if insecure else None,
             )
-            if tls and tls.insecure:
-                client.tls_insecure_set(True)
+            if insecure:
+                client.tls_insecure_set(True)  # and no host name check (paho's own one included)
         # Our own publishes (dead-letter records) are few; paho's in-flight cap only adds bookkeeping.
         client.max_inflight_messages_set(0)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
         # Registering a write callback tells paho an external loop writes the socket, so queuing an ack
         # does not send it on the spot: a burst of acks leaves in one loop_write.
         client.on_socket_register_write = lambda _c, _u, _s: None
@@ -204,6 +217,23 @@ class MqttSource:
         token = (self._generation, msg.mid) if msg.qos > 0 else None
         self._on_message(RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token))
 
+    def _handle_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _props: Any) -> None:
+        caller_id = self._publishing.pop(mid, None)
+        if caller_id is not None:
+            self._published.append(caller_id)
+
+    def _send_publishes(self) -> None:
+        while self._outgoing:
+            caller_id, topic, payload = self._outgoing.popleft()
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.error("could not queue a publish to %s: %s", topic, mqtt.error_string(info.rc))
+                continue
+            self._publishing[info.mid] = caller_id
+        if self._published:
+            confirmed, self._published = self._published, []
+            self._on_published(confirmed)
+
     # -- the loop ---------------------------------------------------------------------------------
 
     def _serve(self, stop: threading.Event, backoff: Backoff) -> None:
@@ -238,6 +268,7 @@ class MqttSource:
                 if self._connected.is_set():
                     backoff.reset()
             self._send_acks()
+            self._send_publishes()
             if (writable or client.want_write()) and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                 return
             now = time.monotonic()

@@ -50,6 +50,7 @@ class GatewayProcess:
             except OSError:
                 pass
             time.sleep(0.05)
+        self.kill()
         raise RuntimeError(f"gateway did not connect within 20 s:\n{self.log_tail()}")
 
     def stop(self, timeout_s: float = 40) -> int:

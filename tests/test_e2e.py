@@ -69,6 +69,9 @@ def test_stores_exactly_the_unique_valid_readings_and_dead_letters_the_rest(
         assert stats.sent == len(fleet.outgoing)
         acked = gateway.wait_for("gateway_messages_acknowledged", len(fleet.outgoing), timeout_s=120)
         assert acked == len(fleet.outgoing), gateway.log_tail()
+        # Acknowledged once journaled; the sinks drain the journal right after.
+        for sink in ("influx", "sqlite"):
+            gateway.wait_for(f'gateway_readings_stored{{sink="{sink}"}}', summary.valid, timeout_s=60)
         metrics = gateway.metrics()
     tap.close()
 

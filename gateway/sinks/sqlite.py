@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
 from gateway.config import SqliteConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Reading
+from gateway.sqlitedb import open_wal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -38,18 +39,7 @@ _INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a batch acknowledged to the broker survives a power cut, not just a crash.
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(SCHEMA)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return open_wal(path, SCHEMA)
 
 
 class SqliteSink:
@@ -110,32 +100,42 @@ class StoredReading(NamedTuple):
     device: str
     tags: dict[str, str]
     time_ns: int
-    fields: dict[str, float | bool | str]
+    fields: dict[str, float | int | str]  # booleans come back as INTEGER 0/1
     reading_id: str
+
+
+def select_readings(
+    conn: sqlite3.Connection, where_column: str, value: str | None, order_by: str
+) -> Iterator[StoredReading]:
+    """Rows folded back into readings, one per series and instant; only those whose `where_column` is `value`
+    unless it is None. `order_by` must keep the rows of one reading adjacent."""
+    query = "SELECT measurement, device, tags, field, time_ns, value, reading_id FROM readings"
+    params: tuple[str, ...] = ()
+    if value is not None:
+        query += f" WHERE {where_column} = ?"
+        params = (value,)
+    return _fold_rows(conn.execute(f"{query} ORDER BY {order_by}", params))
+
+
+def _fold_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[StoredReading]:
+    current: StoredReading | None = None
+    current_key: tuple[str, str, str, int] | None = None
+    for measurement, device, tags, field, time_ns, value, reading_id in rows:
+        key = (measurement, device, tags, time_ns)
+        if current is None or key != current_key:
+            if current is not None:
+                yield current
+            current = StoredReading(measurement, device, orjson.loads(tags), time_ns, {}, reading_id)
+            current_key = key
+        current.fields[field] = value
+    if current is not None:
+        yield current
 
 
 def read_readings(path: Path, measurement: str | None = None) -> Iterator[StoredReading]:
     """Rows folded back into readings (one per series and instant), for `gateway query` and tests."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        query = "SELECT measurement, device, tags, field, time_ns, value, reading_id FROM readings"
-        params: tuple[str, ...] = ()
-        if measurement is not None:
-            query += " WHERE measurement = ?"
-            params = (measurement,)
-        query += " ORDER BY measurement, device, tags, time_ns, field"
-        current: StoredReading | None = None
-        for meas, device, tags, field, time_ns, value, reading_id in conn.execute(query, params):
-            key = (meas, device, tags, time_ns)
-            if (
-                current is None
-                or (current.measurement, current.device, _tags_json(current.tags), current.time_ns) != key
-            ):
-                if current is not None:
-                    yield current
-                current = StoredReading(meas, device, orjson.loads(tags), time_ns, {}, reading_id)
-            current.fields[field] = value
-        if current is not None:
-            yield current
+        yield from select_readings(conn, "measurement", measurement, "measurement, device, tags, time_ns, field")
     finally:
         conn.close()

@@ -1,0 +1,211 @@
+"""The durable local state: readings not yet stored by every sink, the dedup window's keys, dead-letter records
+not yet confirmed by the broker. SQLite in WAL mode, one group commit a chunk of messages.
+
+A message is acknowledged to the broker once the chunk holding what it produced is committed here; from then
+on the journal, not the broker, owns it. Sinks read the outbox from their own cursor, so one slow or failing
+sink delays no other. Rows every sink has stored are deleted.
+
+Schema:
+    outbox(seq INTEGER PRIMARY KEY, readings BLOB, bytes INTEGER)   -- one row a chunk; readings as JSON arrays
+    cursors(sink TEXT PRIMARY KEY, upto INTEGER)                    -- highest seq the sink has stored
+    dedup(device, reading_id, seen_ns, PRIMARY KEY(device, reading_id))
+    deadletters(seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB)  -- until the broker acknowledged them
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import orjson
+
+from gateway.errors import GatewayError
+from gateway.model import Reading
+from gateway.sqlitedb import open_wal
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, readings BLOB NOT NULL, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, upto INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup (
+    device TEXT NOT NULL, reading_id TEXT NOT NULL, seen_ns INTEGER NOT NULL,
+    PRIMARY KEY (device, reading_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_by_age ON dedup (seen_ns);
+CREATE TABLE IF NOT EXISTS deadletters (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL);
+"""
+
+
+class JournalError(GatewayError):
+    """The journal cannot be written (disk full, I/O error)."""
+
+
+class OutboxChunk(NamedTuple):
+    seq: int
+    readings: list[Reading]
+
+
+class PendingDeadLetter(NamedTuple):
+    seq: int
+    topic: str
+    payload: bytes
+
+
+def _encode(readings: Sequence[Reading]) -> bytes:
+    return orjson.dumps([list(r) for r in readings])
+
+
+def _decode(blob: bytes) -> list[Reading]:
+    return [Reading(*row) for row in orjson.loads(blob)]
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (or create) the journal; a file SQLite cannot read is moved aside so the gateway still starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _open(path)
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        log.error("journal %s is unreadable (%s); moved aside to %s and starting a new one", path, exc, aside)
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                src.rename(Path(f"{aside}{suffix}"))
+        return _open(path)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    conn = open_wal(path, SCHEMA)
+    try:
+        conn.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
+class Journal:
+    """Owned by one writer thread (the pipeline's journal thread); sinks read through `reader()`."""
+
+    def __init__(self, path: Path, sinks: Iterable[str]) -> None:
+        self.path = path
+        self._conn = open_database(path)
+        for sink in sinks:
+            self._conn.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)", (sink,))
+        row = self._conn.execute("SELECT coalesce(max(seq), 0), coalesce(sum(bytes), 0) FROM outbox").fetchone()
+        self.last_seq: int = max(row[0], self._max_cursor())
+        self.outbox_bytes: int = row[1]
+        self._next_deadletter = (self._conn.execute("SELECT coalesce(max(seq), 0) FROM deadletters").fetchone()[0]) + 1
+
+    def _max_cursor(self) -> int:
+        return int(self._conn.execute("SELECT coalesce(max(upto), 0) FROM cursors").fetchone()[0])
+
+    def cursor(self, sink: str) -> int:
+        return int(self._conn.execute("SELECT upto FROM cursors WHERE sink = ?", (sink,)).fetchone()[0])
+
+    def commit(
+        self, readings: Sequence[Reading], deadletters: Sequence[tuple[str, bytes]]
+    ) -> tuple[int, list[PendingDeadLetter]]:
+        """One transaction: the chunk's readings, their dedup keys, its dead-letter records. Returns the
+        chunk's outbox seq (or the last one when there were no readings) and the dead letters with ids."""
+        conn = self._conn
+        blob = _encode(readings) if readings else b""
+        pending: list[PendingDeadLetter] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            seq = self.last_seq
+            if readings:
+                seq += 1
+                conn.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, blob, len(blob)))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO dedup VALUES (?, ?, ?)",
+                    [(r.device, r.reading_id, time.time_ns()) for r in readings],
+                )
+            for topic, payload in deadletters:
+                pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload))
+            if pending:
+                conn.executemany("INSERT INTO deadletters VALUES (?, ?, ?)", pending)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise JournalError(f"journal commit failed: {exc}") from exc
+        self.last_seq = seq
+        self.outbox_bytes += len(blob)
+        self._next_deadletter += len(pending)
+        return seq, pending
+
+    def stored(self, sink: str, upto: int) -> None:
+        """`sink` has stored every chunk up to `upto`; chunks every sink has stored are deleted."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE cursors SET upto = ? WHERE sink = ? AND upto < ?", (upto, sink, upto))
+        floor = conn.execute("SELECT min(upto) FROM cursors").fetchone()[0]
+        freed = conn.execute("SELECT coalesce(sum(bytes), 0) FROM outbox WHERE seq <= ?", (floor,)).fetchone()[0]
+        if freed:
+            conn.execute("DELETE FROM outbox WHERE seq <= ?", (floor,))
+        conn.execute("COMMIT")
+        self.outbox_bytes -= freed
+
+    def deadletter_confirmed(self, seqs: Sequence[int]) -> None:
+        self._conn.executemany("DELETE FROM deadletters WHERE seq = ?", [(s,) for s in seqs])
+
+    def pending_deadletters(self) -> list[PendingDeadLetter]:
+        rows = self._conn.execute("SELECT seq, topic, payload FROM deadletters ORDER BY seq").fetchall()
+        return [PendingDeadLetter(*row) for row in rows]
+
+    def recent_dedup_keys(self, since_ns: int, limit: int) -> Iterator[tuple[tuple[str, str], int]]:
+        """The newest `limit` keys seen since `since_ns`, oldest first, to refill the in-memory window."""
+        rows = self._conn.execute(
+            "SELECT device, reading_id, seen_ns FROM (SELECT * FROM dedup WHERE seen_ns >= ?"
+            " ORDER BY seen_ns DESC LIMIT ?) ORDER BY seen_ns",
+            (since_ns, limit),
+        )
+        for device, reading_id, seen_ns in rows:
+            yield (device, reading_id), seen_ns
+
+    def trim_dedup(self, before_ns: int, keep: int) -> None:
+        """Forget keys older than the window, and all but the newest `keep`."""
+        conn = self._conn
+        conn.execute("DELETE FROM dedup WHERE seen_ns < ?", (before_ns,))
+        excess = conn.execute("SELECT count(*) FROM dedup").fetchone()[0] - keep
+        if excess > 0:
+            cutoff = conn.execute(
+                "SELECT seen_ns FROM dedup ORDER BY seen_ns LIMIT 1 OFFSET ?", (excess - 1,)
+            ).fetchone()[0]
+            conn.execute("DELETE FROM dedup WHERE seen_ns <= ?", (cutoff,))
+
+    def reader(self) -> OutboxReader:
+        return OutboxReader(self.path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class OutboxReader:
+    """A sink's own read connection: WAL lets it read while the journal thread writes."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+
+    def chunks_after(self, seq: int, max_readings: int) -> list[OutboxChunk]:
+        """Chunks after `seq`, in order, until about `max_readings` readings (at least one chunk)."""
+        chunks: list[OutboxChunk] = []
+        count = 0
+        for chunk_seq, blob in self._conn.execute(
+            "SELECT seq, readings FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1000", (seq,)
+        ):
+            readings = _decode(blob)
+            if chunks and count + len(readings) > max_readings:
+                break
+            chunks.append(OutboxChunk(chunk_seq, readings))
+            count += len(readings)
+        return chunks
+
+    def close(self) -> None:
+        self._conn.close()
