@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ from gateway.config import BatchingConfig, GatewayConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.http import StatusServer
 from gateway.ingest import Ingestor
-from gateway.journal import Journal, JournalError
+from gateway.journal import Journal, JournalError, OutboxChunk
 from gateway.metrics import Stats, StatsCollector
 from gateway.model import RawMessage, Reading, Rejection
 from gateway.retry import Backoff
@@ -63,6 +64,7 @@ class JournalWriter:
         self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.committed = threading.Condition()
         self.failed: str | None = None
+        self.workers: list[SinkWorker] = []
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
 
@@ -122,7 +124,7 @@ class JournalWriter:
         backoff = Backoff(0.1, 5.0)
         while True:
             try:
-                _, pending = self.journal.commit(readings, records)
+                seq, pending = self.journal.commit(readings, records)
                 break
             except JournalError as exc:
                 # Nothing of this batch is acknowledged; the broker keeps it. Disk full usually passes.
@@ -133,6 +135,9 @@ class JournalWriter:
         self.failed = None
         self._stats.journal_commits += 1
         self._source.release([t for chunk in batch for t in chunk.tokens])
+        if readings:
+            for worker in self.workers:
+                worker.offer(OutboxChunk(seq, readings))
         if pending:
             self._source.send(pending)
         with self.committed:
@@ -158,6 +163,10 @@ class SinkWorker:
         self.cursor = writer.journal.cursor(sink.name)
         self._stats = stats
         self._deadletter = deadletter_readings
+        # Chunks just committed, so a worker that keeps up need not read back and decode what was written.
+        self._recent: deque[OutboxChunk] = deque()
+        self._recent_readings = 0
+        self._recent_limit = max(4 * self._batch_size, 20_000)
         self._stop = threading.Event()
         self._stop_retrying = threading.Event()
         self.healthy = True
@@ -169,6 +178,33 @@ class SinkWorker:
 
     def start(self) -> None:
         self._thread.start()
+
+    def offer(self, chunk: OutboxChunk) -> None:
+        """A chunk the journal thread just committed; kept only while the worker keeps up."""
+        if self._recent_readings + len(chunk.readings) <= self._recent_limit:
+            self._recent.append(chunk)
+            self._recent_readings += len(chunk.readings)
+
+    def _next_chunks(self) -> list[OutboxChunk]:
+        """The chunks after the cursor, up to a batch: from memory while they are there in order, else from
+        the journal (after a restart, or when this sink fell behind)."""
+        recent = self._recent
+        while recent and recent[0].seq <= self.cursor:
+            self._recent_readings -= len(recent.popleft().readings)
+        if not recent or recent[0].seq != self.cursor + 1:
+            return self._reader.chunks_after(self.cursor, self._batch_size)
+        chunks: list[OutboxChunk] = []
+        count = 0
+        expected = self.cursor + 1
+        while (
+            recent and recent[0].seq == expected and (not chunks or count + len(recent[0].readings) <= self._batch_size)
+        ):
+            chunk = recent.popleft()
+            self._recent_readings -= len(chunk.readings)
+            chunks.append(chunk)
+            count += len(chunk.readings)
+            expected += 1
+        return chunks
 
     def close(self, timeout_s: float) -> None:
         """Store what is committed, waiting at most `timeout_s`, then stop; the rest stays in the journal."""
@@ -200,7 +236,7 @@ class SinkWorker:
 
     def _run(self) -> None:
         while self._wait_for_work():
-            chunks = self._reader.chunks_after(self.cursor, self._batch_size)
+            chunks = self._next_chunks()
             if not chunks:
                 continue
             readings = [r for chunk in chunks for r in chunk.readings]
@@ -269,6 +305,7 @@ class Pipeline:
             SinkWorker(sink, _batching(config, sink.name), self.writer, self.stats, self._deadletter_readings)
             for sink in sinks
         ]
+        self.writer.workers = self.workers
         self._backpressure = False
         self.registry = CollectorRegistry()
         self.registry.register(
@@ -293,7 +330,7 @@ class Pipeline:
             return
         since = time.time_ns() - window.window_ns
         restored = 0
-        for key, seen_ns in self.journal.recent_dedup_keys(since, window.max_entries):
+        for key, seen_ns in self.journal.recent_dedup_keys(since):
             window.check_and_add(key, seen_ns)
             restored += 1
         if restored:

@@ -29,6 +29,7 @@ class LineEncoder:
     def __init__(self, cache_size: int = 100_000) -> None:
         self._prefixes: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
         self._cache_size = cache_size
+        self._field_keys: dict[str, str] = {}
 
     def series(self, reading: Reading) -> str:
         tags = tuple(sorted(reading.tags.items())) if reading.tags else ()
@@ -45,7 +46,13 @@ class LineEncoder:
         return prefix
 
     def line(self, reading: Reading) -> str:
-        fields = ",".join(f"{k.translate(_FIELD_KEY_ESCAPES)}={_field(v)}" for k, v in reading.fields.items())
+        keys = self._field_keys
+        if len(keys) > self._cache_size:
+            keys.clear()
+        fields = ",".join(
+            f"{keys.get(k) or keys.setdefault(k, k.translate(_FIELD_KEY_ESCAPES))}={_field(v)}"
+            for k, v in reading.fields.items()
+        )
         return f"{self.series(reading)} {fields} {reading.time_ns}"
 
     def encode(self, readings: Sequence[Reading]) -> bytes:
