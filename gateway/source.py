@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 AckToken = tuple[int, int]  # (connection generation, packet id)
 _BURST_MAX = 2000  # messages read before the pipeline gets a chunk and acks get a turn
 _READ_SIZE = 1 << 16
+_PUBACK = 0x40
+_PUBACK_PREFIX = bytes([_PUBACK, 2])
 
 
 class _BufferedClient(mqtt.Client):
@@ -54,6 +56,13 @@ class _BufferedClient(mqtt.Client):
         chunk = self._buffer[self._offset : self._offset + bufsize]
         self._offset += len(chunk)
         return chunk
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK a burst of QoS 1 messages with one queued write instead of one syscall (and one wake-up
+        byte) per message: 4 bytes a PUBACK, the same in MQTT 3.1.1 and 5 (success needs no reason code)."""
+        if mids:
+            packet = b"".join([_PUBACK_PREFIX + mid.to_bytes(2, "big") for mid in mids])
+            self._packet_queue(_PUBACK, packet, 0, 0)
 
     @property
     def buffered(self) -> bool:
@@ -300,13 +309,15 @@ class MqttSource:
             pass
 
     def _send_acks(self) -> None:
+        if not self._acks:
+            return
         generation = self._generation
+        connected = self._connected.is_set()
+        mids = []
         acks = self._acks
-        client = self._client
-        sent = 0
         while acks:
             token_generation, mid = acks.popleft()
-            if token_generation == generation and self._connected.is_set():
-                client.ack(mid, 1)
-                sent += 1
-        self.acknowledged += sent
+            if token_generation == generation and connected:
+                mids.append(mid)
+        self._client.ack_many(mids)
+        self.acknowledged += len(mids)
