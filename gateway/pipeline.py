@@ -206,14 +206,14 @@ class SinkWorker:
             expected += 1
         return chunks
 
-    def close(self, timeout_s: float) -> None:
+    def close(self, timeout_s: float, retry_grace_s: float = 5.0) -> None:
         """Store what is committed, waiting at most `timeout_s`, then stop; the rest stays in the journal."""
         self._stop.set()
         with self._writer.committed:
             self._writer.committed.notify_all()
         self._thread.join(timeout_s)
         self._stop_retrying.set()
-        self._thread.join(5)
+        self._thread.join(retry_grace_s)
         self._reader.close()
 
     def _wait_for_work(self) -> bool:
@@ -434,10 +434,11 @@ class Pipeline:
         stop.wait()
         log.info("stopping: no new messages")
         self._stopping.set()
-        deadline = time.monotonic() + shutdown_timeout_s
+        # What follows the sinks (last commit, acknowledgements, disconnect) needs a moment of the budget too.
+        deadline = time.monotonic() + max(1.0, shutdown_timeout_s - 3.0)
         time.sleep(0.6)  # the network thread seals the last partial chunk within its 0.5 s housekeeping turn
         for worker in self.workers:
-            worker.close(max(0.1, deadline - time.monotonic()))
+            worker.close(max(0.1, deadline - time.monotonic()), retry_grace_s=1.0)
         self.writer.close()
         time.sleep(0.2)  # the network thread sends the acknowledgements released by the last commit
         source_stop.set()
