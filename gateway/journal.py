@@ -192,7 +192,7 @@ class OutboxReader:
         chunks: list[OutboxChunk] = []
         count = 0
         for chunk_seq, blob in self._conn.execute(
-            "SELECT seq, readings FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1000", (seq,)
+            "SELECT seq, readings FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, max_readings)
         ):
             readings = _decode(blob)
             if chunks and count + len(readings) > max_readings:

@@ -53,9 +53,18 @@ class JournalWriter:
     """The journal's only writer: commits chunks (several at once under load), then releases their acks."""
 
     def __init__(
-        self, journal: Journal, source: MqttSource, stats: Stats, dedup_window_s: float, dedup_entries: int
+        self,
+        journal: Journal,
+        source: MqttSource,
+        stats: Stats,
+        dedup_window_s: float,
+        dedup_entries: int,
+        max_bytes: int,
     ) -> None:
         self.journal = journal
+        self._max_bytes = max_bytes
+        self.backpressure = False
+        self.committed_messages = 0
         self._source = source
         self._stats = stats
         self._dedup_window_ns = int(dedup_window_s * 1e9)
@@ -118,7 +127,26 @@ class JournalWriter:
                 return
             op()
 
+    def _wait_for_room(self) -> None:
+        """Journal full: commit (and so acknowledge) nothing until the sinks have freed space. The broker stops
+        sending once receive_maximum messages are unacknowledged, and keeps the rest in the session."""
+        if self.journal.outbox_bytes < self._max_bytes:
+            return
+        self.backpressure = True
+        log.warning(
+            "journal holds %d bytes of unstored readings (journal.max_bytes=%d): not acknowledging until the "
+            "sinks catch up; the broker keeps the messages",
+            self.journal.outbox_bytes,
+            self._max_bytes,
+        )
+        while self.journal.outbox_bytes >= self._max_bytes and not self._closing:
+            self._run_ops()  # the sinks' cursor moves are what frees space
+            time.sleep(0.05)
+        self.backpressure = False
+        log.info("journal below journal.max_bytes again: acknowledging resumes")
+
     def _commit(self, batch: list[Chunk]) -> None:
+        self._wait_for_room()
         readings = [r for chunk in batch for r in chunk.readings]
         records = [d for chunk in batch for d in chunk.deadletters]
         backoff = Backoff(0.1, 5.0)
@@ -134,6 +162,7 @@ class JournalWriter:
                 time.sleep(delay)
         self.failed = None
         self._stats.journal_commits += 1
+        self.committed_messages += sum(len(chunk.tokens) for chunk in batch)
         self._source.release([t for chunk in batch for t in chunk.tokens])
         if readings:
             for worker in self.workers:
@@ -167,6 +196,7 @@ class SinkWorker:
         self._recent: deque[OutboxChunk] = deque()
         self._recent_readings = 0
         self._recent_limit = max(4 * self._batch_size, 20_000)
+        self._recent_lock = threading.Lock()
         self._stop = threading.Event()
         self._stop_retrying = threading.Event()
         self.healthy = True
@@ -181,18 +211,24 @@ class SinkWorker:
 
     def offer(self, chunk: OutboxChunk) -> None:
         """A chunk the journal thread just committed; kept only while the worker keeps up."""
-        if self._recent_readings + len(chunk.readings) <= self._recent_limit:
-            self._recent.append(chunk)
-            self._recent_readings += len(chunk.readings)
+        with self._recent_lock:
+            if self._recent_readings + len(chunk.readings) <= self._recent_limit:
+                self._recent.append(chunk)
+                self._recent_readings += len(chunk.readings)
 
     def _next_chunks(self) -> list[OutboxChunk]:
         """The chunks after the cursor, up to a batch: from memory while they are there in order, else from
         the journal (after a restart, or when this sink fell behind)."""
+        with self._recent_lock:
+            chunks = self._take_recent()
+        return chunks if chunks else self._reader.chunks_after(self.cursor, self._batch_size)
+
+    def _take_recent(self) -> list[OutboxChunk]:
         recent = self._recent
         while recent and recent[0].seq <= self.cursor:
             self._recent_readings -= len(recent.popleft().readings)
         if not recent or recent[0].seq != self.cursor + 1:
-            return self._reader.chunks_after(self.cursor, self._batch_size)
+            return []
         chunks: list[OutboxChunk] = []
         count = 0
         expected = self.cursor + 1
@@ -299,30 +335,34 @@ class Pipeline:
             self._on_deadletters_published,
         )
         self.writer = JournalWriter(
-            self.journal, self.source, self.stats, config.dedup.window_s, config.dedup.max_entries
+            self.journal,
+            self.source,
+            self.stats,
+            config.dedup.window_s,
+            config.dedup.max_entries,
+            config.journal.max_bytes,
         )
         self.workers = [
             SinkWorker(sink, _batching(config, sink.name), self.writer, self.stats, self._deadletter_readings)
             for sink in sinks
         ]
         self.writer.workers = self.workers
-        self._backpressure = False
         self.registry = CollectorRegistry()
         self.registry.register(
             StatsCollector(
                 self.stats,
                 acknowledged=lambda: self.source.acknowledged,
-                pending=lambda: self._uncommitted_messages,
+                pending=lambda: self._sealed_messages - self.writer.committed_messages,
                 connected=lambda: self.source.connected,
                 journal_bytes=lambda: self.journal.outbox_bytes,
-                backpressure=lambda: self._backpressure,
+                backpressure=lambda: self.writer.backpressure,
                 sink_pending_chunks=lambda: {w.sink.name: w.pending_chunks for w in self.workers},
             )
         )
         self.http: StatusServer | None = None
         if config.http.port:
             self.http = StatusServer(config.http.host, config.http.port, self.registry, self.readiness)
-        self._uncommitted_messages = 0
+        self._sealed_messages = 0
 
     def _refill_dedup_window(self) -> None:
         window = self.ingestor.dedup_window
@@ -363,23 +403,16 @@ class Pipeline:
         if not chunk.tokens:
             return
         self._chunk = Chunk([], [], [])
-        self._uncommitted_messages += len(chunk.tokens)
+        self._sealed_messages += len(chunk.tokens)
         self.writer.put(chunk)
 
     def _can_read(self) -> bool:
-        over = self.journal.outbox_bytes >= self.config.journal.max_bytes
-        if over != self._backpressure:
-            self._backpressure = over
-            if over:
-                log.warning(
-                    "journal holds %d bytes of unstored readings (journal.max_bytes=%d): not acknowledging "
-                    "until the sinks catch up; the broker keeps the messages",
-                    self.journal.outbox_bytes,
-                    self.config.journal.max_bytes,
-                )
-            else:
-                log.info("journal below journal.max_bytes again: reading resumes")
-        return not self._stopping.is_set() and not over and self.writer.backlog < _MAX_CHUNKS_AWAITING_COMMIT
+        # With QoS 1 the broker's in-flight window (receive_maximum) bounds what can pile up unacknowledged,
+        # so the socket is always read: keepalive answers keep flowing even while the journal is full.
+        # QoS 0 has no window; there the only brake is to stop reading.
+        if self._stopping.is_set():
+            return False
+        return self.config.mqtt.qos == 1 or self.writer.backlog < _MAX_CHUNKS_AWAITING_COMMIT
 
     def _on_deadletters_published(self, ids: list[int]) -> None:
         self.stats.deadletters_published += len(ids)

@@ -517,10 +517,17 @@ def test_influx_sends_gzipped_line_protocol_to_bucket_and_org_in_ns(influx: Infl
             Answer(
                 401, {"Content-Type": "application/json"}, b'{"code":"unauthorized","message":"unauthorized access"}'
             ),
-            PermanentSinkError,
+            RetryableSinkError,  # a wrong token is a config problem, not bad data: never dead-letter for it
             None,
             id="401",
         ),
+        pytest.param(
+            Answer(404, {}, b'{"code":"not found","message":"bucket not found"}'),
+            RetryableSinkError,
+            None,
+            id="404-bucket",
+        ),
+        pytest.param(Answer(422, {}, b'{"code":"unprocessable entity"}'), PermanentSinkError, None, id="422"),
     ],
 )
 def test_influx_status_classification(

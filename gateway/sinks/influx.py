@@ -22,7 +22,9 @@ from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Reading
 from gateway.sinks.lineprotocol import LineEncoder
 
-_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# 401/403/404 mean a wrong token, permission or bucket: the data is fine and a fixed config will take it,
+# so they are retried (and logged) like an outage instead of dead-lettering every reading.
+_RETRYABLE_STATUS = frozenset({401, 403, 404, 408, 429, 500, 502, 503, 504})
 
 
 class InfluxSink:
