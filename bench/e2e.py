@@ -126,7 +126,7 @@ def main() -> None:
                 results[kind].append(one_round(kind, packets, readings, Path(tmp) / f"{round_no}-{kind}"))
     base, gw = statistics.median(results["baseline"]), statistics.median(results["gateway"])
     print(f"median baseline {base:,.0f} readings/s")
-    print(f"median gateway  {gw:,.0f} readings/s  (validation and dedup on, ack after store)")
+    print(f"median gateway  {gw:,.0f} readings/s  (validation and dedup on, ack after the journal commit)")
     print(f"ratio gateway/baseline {gw / base:.2f}")
 
 
