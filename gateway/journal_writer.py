@@ -1,0 +1,156 @@
+"""The journal's only writer thread: group-commits chunks of messages, then releases their acknowledgements."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from gateway.journal import Journal, JournalError, OutboxChunk
+from gateway.metrics import Stats
+from gateway.model import Reading
+from gateway.retry import Backoff
+from gateway.source import AckToken, MqttSource
+
+if TYPE_CHECKING:
+    from gateway.sink_worker import SinkWorker
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNKS_AWAITING_COMMIT = 64
+_DEDUP_TRIM_INTERVAL_S = 30.0
+
+
+class Chunk(NamedTuple):
+    """What one read burst produced, committed to the journal in one transaction."""
+
+    readings: list[Reading]
+    deadletters: list[tuple[str, bytes]]  # (topic, record)
+    tokens: list[AckToken | None]  # one per message, rejected and duplicate ones included
+
+
+class JournalWriter:
+    """The journal's only writer: commits chunks (several at once under load), then releases their acks."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        source: MqttSource,
+        stats: Stats,
+        dedup_window_s: float,
+        dedup_entries: int,
+        max_bytes: int,
+    ) -> None:
+        self.journal = journal
+        self._max_bytes = max_bytes
+        self.backpressure = False
+        self.committed_messages = 0
+        self._source = source
+        self._stats = stats
+        self._dedup_window_ns = int(dedup_window_s * 1e9)
+        self._dedup_entries = dedup_entries
+        self._chunks: queue.Queue[Chunk | None] = queue.Queue()
+        self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.committed = threading.Condition()
+        self.failed: str | None = None
+        self.workers: list[SinkWorker] = []
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        return self._chunks.qsize()
+
+    def put(self, chunk: Chunk) -> None:
+        self._chunks.put(chunk)
+
+    def call(self, op: Callable[[], None]) -> None:
+        """Run `op` on the journal thread (cursor moves, confirmed dead letters)."""
+        self._ops.put(op)
+        self._chunks.put(None)  # wakes the thread; None is no chunk
+
+    def close(self) -> None:
+        self._closing = True
+        self._chunks.put(None)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        last_trim = time.monotonic()
+        while True:
+            first = self._chunks.get()
+            self._run_ops()
+            batch = [first] if first is not None else []
+            while len(batch) < MAX_CHUNKS_AWAITING_COMMIT:
+                try:
+                    more = self._chunks.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None:
+                    batch.append(more)
+            if batch:
+                self._commit(batch)
+            if time.monotonic() - last_trim > _DEDUP_TRIM_INTERVAL_S:
+                last_trim = time.monotonic()
+                self.journal.trim_dedup(time.time_ns() - self._dedup_window_ns, self._dedup_entries)
+            if self._closing and self._chunks.empty():
+                self._run_ops()
+                return
+
+    def _run_ops(self) -> None:
+        while True:
+            try:
+                op = self._ops.get_nowait()
+            except queue.Empty:
+                return
+            op()
+
+    def _wait_for_room(self) -> None:
+        """Journal full: commit (and so acknowledge) nothing until the sinks have freed space. The broker stops
+        sending once receive_maximum messages are unacknowledged, and keeps the rest in the session."""
+        if self.journal.outbox_bytes < self._max_bytes:
+            return
+        self.backpressure = True
+        log.warning(
+            "journal holds %d bytes of unstored readings (journal.max_bytes=%d): not acknowledging until the "
+            "sinks catch up; the broker keeps the messages",
+            self.journal.outbox_bytes,
+            self._max_bytes,
+        )
+        while self.journal.outbox_bytes >= self._max_bytes and not self._closing:
+            self._run_ops()  # the sinks' cursor moves are what frees space
+            time.sleep(0.05)
+        self.backpressure = False
+        log.info("journal below journal.max_bytes again: acknowledging resumes")
+
+    def _commit(self, batch: list[Chunk]) -> None:
+        self._wait_for_room()
+        readings = [r for chunk in batch for r in chunk.readings]
+        records = [d for chunk in batch for d in chunk.deadletters]
+        backoff = Backoff(0.1, 5.0)
+        while True:
+            try:
+                seq, pending = self.journal.commit(readings, records)
+                break
+            except JournalError as exc:
+                # Nothing of this batch is acknowledged; the broker keeps it. Disk full usually passes.
+                self.failed = str(exc)
+                delay = backoff.next_delay()
+                log.error("%s; retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+        self.failed = None
+        self._stats.journal_commits += 1
+        self.committed_messages += sum(len(chunk.tokens) for chunk in batch)
+        self._source.release([t for chunk in batch for t in chunk.tokens])
+        if readings:
+            for worker in self.workers:
+                worker.offer(OutboxChunk(seq, readings))
+        if pending:
+            self._source.send(pending)
+        with self.committed:
+            self.committed.notify_all()
