@@ -1,0 +1,29 @@
+"""What every payload format gets and gives: a context in, readings out, PayloadRejected when it cannot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.model import Reading
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    """Everything a format needs besides the bytes; built by the mapping that matched the topic."""
+
+    device: str  # from the topic (a format may find a device id in the payload, see device_field)
+    measurement: str
+    received_at_ns: int
+    topic_metric: str | None = None  # the {metric} placeholder of the topic, for bare-value formats
+    timestamp_field: str | None = None  # payload path of the timestamp ("Time", "ts"); None: format default
+    timezone: str = "UTC"  # IANA zone for zone-less local times (Tasmota's "Time")
+    keep_strings: bool = False  # keep non-numeric strings as string fields instead of skipping them
+    include: tuple[str, ...] = ()  # field globs to keep (empty: all)
+    exclude: tuple[str, ...] = ()  # field globs to drop
+    rename: dict[str, str] = field(default_factory=dict)  # field name -> stored name
+    separator: str = "_"  # joins nested keys when flattening: {"ENERGY": {"Power": 1}} -> ENERGY_Power
+
+
+class Format(Protocol):
+    def __call__(self, payload: bytes, context: DecodeContext) -> list[Reading]: ...
