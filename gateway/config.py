@@ -7,6 +7,7 @@ shows them all and is parsed by a test. `GATEWAY_MQTT__URL=mqtt://host:1883` ove
 from __future__ import annotations
 
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -221,16 +222,52 @@ class ValidationConfig(Section):
 
 
 class MappingConfig(Section):
-    topic: str = Field("devices/{device}/telemetry", description="Topic template; {device} names the device.")
-    format: Literal["native"] = Field("native", description="Payload format.")
+    topic: str = Field(
+        "devices/{device}/telemetry",
+        description="Topic template, level by level: {device} (required) and {metric} name a level; + matches "
+        "any one level, # (last) any rest.",
+    )
+    format: Literal["native", "json", "value", "senml", "thingsboard", "line"] = Field(
+        "native",
+        description="Payload format: native (this gateway's schema), json (zigbee2mqtt, Tasmota, Shelly...), "
+        "value (a bare value, ESPHome), senml (RFC 8428 JSON), thingsboard ({ts, values}), line (line protocol).",
+    )
     measurement: str = Field("telemetry", min_length=1, description="Measurement the readings are stored in.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Static tags added to every reading.")
+    timestamp_field: str | None = Field(
+        None, description="json: dotted path of the timestamp in the payload (e.g. Time); absent: receive time."
+    )
+    timezone: str = Field("UTC", description="IANA zone of zone-less local timestamps (Tasmota's Time).")
+    keep_strings: bool = Field(False, description="Keep non-numeric strings as string fields (else skipped).")
+    include: list[str] = Field(default_factory=list, description="Field globs to keep (empty: all).")
+    exclude: list[str] = Field(default_factory=list, description="Field globs to drop.")
+    rename: dict[str, str] = Field(default_factory=dict, description="Field name -> stored name.")
+    separator: str = Field("_", description="Joins nested keys when flattening: ENERGY.Power -> ENERGY_Power.")
 
     @field_validator("topic")
     @classmethod
     def _check_topic(cls, topic: str) -> str:
-        if topic.count("{device}") != 1:
-            raise ValueError(f"needs exactly one {{device}} placeholder, got {topic!r}")
+        levels = topic.split("/")
+        if levels.count("{device}") != 1:
+            raise ValueError(f"needs exactly one {{device}} level, got {topic!r}")
+        if levels.count("{metric}") > 1 or "#" in levels[:-1]:
+            raise ValueError(f"at most one {{metric}} level, and # only last, got {topic!r}")
         return topic
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, zone: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {zone!r}") from exc
+        return zone
+
+    @model_validator(mode="after")
+    def _value_needs_metric(self) -> MappingConfig:
+        if self.format == "value" and "{metric}" not in self.topic.split("/"):
+            raise ValueError(f"format value needs a {{metric}} level in topic {self.topic!r}")
+        return self
 
 
 class HttpConfig(Section):

@@ -6,10 +6,10 @@ import logging
 import time
 from typing import NamedTuple
 
+from gateway import mapping
 from gateway.config import GatewayConfig
 from gateway.dedup import DedupWindow, key_for
 from gateway.errors import PayloadRejected
-from gateway.formats import native
 from gateway.mapping import TopicMatch, TopicRouter
 from gateway.model import RawMessage, Reading, Rejection
 from gateway.validate import Validator
@@ -61,7 +61,7 @@ class Ingestor:
                 self._remember(raw.topic, match)
             device = match.device
             self._validator.check_payload_size(len(raw.payload))
-            readings = native.decode(raw.payload, device, match.mapping.measurement, raw.received_at_ns)
+            readings = mapping.decode(match, raw.payload, raw.received_at_ns)
             now_ns = time.time_ns()
             for reading in readings:
                 self._validator.check_reading(reading, now_ns)

@@ -1,34 +1,44 @@
-"""Topic templates: which topic filter to subscribe to, and which device and format a topic means."""
+"""Topic mappings: which topic filters to subscribe to, which device (and metric) a topic names, and which
+payload format decodes it."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
 from gateway.config import MappingConfig
+from gateway.formats import json, line, native, senml, thingsboard, value
+from gateway.formats.base import DecodeContext, Format
+from gateway.model import Reading
 
 
 class TopicMatch(NamedTuple):
     device: str
     mapping: MappingConfig
+    metric: str | None = None
 
 
 class TopicTemplate:
-    """`devices/{device}/telemetry` -> filter `devices/+/telemetry`; matches a topic level by level."""
+    """`tele/{device}/SENSOR` -> filter `tele/+/SENSOR`; matches a topic level by level."""
 
     def __init__(self, mapping: MappingConfig) -> None:
         self.mapping = mapping
         self._levels = mapping.topic.split("/")
         self._device_level = self._levels.index("{device}")
-        self.filter = "/".join("+" if level == "{device}" else level for level in self._levels)
+        self._metric_level = self._levels.index("{metric}") if "{metric}" in self._levels else None
+        self._rest = self._levels[-1] == "#"
+        self.filter = "/".join("+" if level in ("{device}", "{metric}") else level for level in self._levels)
 
-    def match(self, topic: str) -> str | None:
+    def match(self, topic: str) -> TopicMatch | None:
         levels = topic.split("/")
-        if len(levels) != len(self._levels):
+        fixed = len(self._levels) - 1 if self._rest else len(self._levels)
+        if len(levels) < fixed or (not self._rest and len(levels) != fixed):
             return None
-        for i, (want, got) in enumerate(zip(self._levels, levels, strict=True)):
-            if i != self._device_level and want not in ("+", got):
+        for want, got in zip(self._levels[:fixed], levels, strict=False):
+            if want not in ("+", "{device}", "{metric}", got):
                 return None
-        return levels[self._device_level]
+        device = levels[self._device_level]
+        metric = levels[self._metric_level] if self._metric_level is not None else None
+        return TopicMatch(device, self.mapping, metric)
 
 
 class TopicRouter:
@@ -43,7 +53,42 @@ class TopicRouter:
 
     def route(self, topic: str) -> TopicMatch | None:
         for template in self._templates:
-            device = template.match(topic)
-            if device is not None:
-                return TopicMatch(device, template.mapping)
+            match = template.match(topic)
+            if match is not None:
+                return match
         return None
+
+
+_DECODERS: dict[str, Format] = {
+    "json": json.decode,
+    "value": value.decode,
+    "senml": senml.decode,
+    "thingsboard": thingsboard.decode,
+    "line": line.decode,
+}
+
+
+def decode(match: TopicMatch, payload: bytes, received_at_ns: int) -> list[Reading]:
+    """Bytes -> readings with the format the matched mapping names, plus the mapping's static tags."""
+    mapping = match.mapping
+    if mapping.format == "native":
+        readings = native.decode(payload, match.device, mapping.measurement, received_at_ns)
+    else:
+        context = DecodeContext(
+            device=match.device,
+            measurement=mapping.measurement,
+            received_at_ns=received_at_ns,
+            topic_metric=match.metric,
+            timestamp_field=mapping.timestamp_field,
+            timezone=mapping.timezone,
+            keep_strings=mapping.keep_strings,
+            include=tuple(mapping.include),
+            exclude=tuple(mapping.exclude),
+            rename=mapping.rename,
+            separator=mapping.separator,
+        )
+        readings = _DECODERS[mapping.format](payload, context)
+    if mapping.tags:
+        # The payload's own tags win over the mapping's defaults.
+        readings = [r._replace(tags={**mapping.tags, **r.tags}) for r in readings]
+    return readings
