@@ -147,12 +147,8 @@ class Pipeline:
             topic = f"(refused by the store: reading {r.reading_id})"
             rejection = Rejection("store_refused", reason, topic, payload, time.time_ns(), r.device)
             records.append(self._deadletter_record(rejection))
-
-        def commit() -> None:
-            _, pending = self.journal.commit([], records)
-            self.source.send(pending)
-
-        self.writer.call(commit)
+        # A chunk with dead letters only: the journal thread commits and publishes it like any other.
+        self.writer.put(Chunk([], records, []))
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -99,7 +99,6 @@ class MqttSource:
         self._wake_w.setblocking(False)
         self._wake_pending = False
         self.acknowledged = 0
-        self.connects = 0
         self._client = self._make_client()
 
     # -- public -----------------------------------------------------------------------------------
@@ -203,7 +202,6 @@ class MqttSource:
             log.error("broker refused the connection: %s", reason)
             return
         self._generation += 1
-        self.connects += 1
         # Subscribing again is harmless with a resumed session and needed with a new one.
         client.subscribe([(f, int(self._config.qos)) for f in self._filters])
         self._connected.set()

@@ -18,6 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "config" / "gateway.example.yaml"
 
 
+def store_env(tmp_path: Path, broker_url: str, influx_url: str, client_id: str) -> dict[str, str]:
+    """Environment for a gateway writing to both sinks, with its journal beside them: the same identity
+    (client id, session, journal) across restarts of one test."""
+    return {
+        "GATEWAY_MQTT__URL": broker_url,
+        "GATEWAY_MQTT__CLIENT_ID": client_id,
+        "GATEWAY_INFLUX__URL": influx_url,
+        "GATEWAY_INFLUX__TOKEN": "test-token",
+        "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
+        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
+    }
+
+
 class GatewayProcess:
     def __init__(self, workdir: Path, env: Mapping[str, str], config: Path | None = EXAMPLE_CONFIG) -> None:
         self.workdir = workdir

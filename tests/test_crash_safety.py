@@ -25,7 +25,7 @@ import pytest
 from device_sim.blast import blast, encode_all
 from device_sim.fleet import FleetSpec, generate
 from device_sim.manifest import Manifest
-from tests.gateway_proc import GatewayProcess
+from tests.gateway_proc import GatewayProcess, store_env
 from tests.servers import Mosquitto, VictoriaMetrics
 from tests.storecheck import Key, compare, vm_readings
 
@@ -41,17 +41,7 @@ SINKS = ("influx", "sqlite")
 
 def _gateway(tmp_path: Path, broker: Mosquitto, vm: VictoriaMetrics) -> GatewayProcess:
     """One gateway identity: fixed client id (persistent session) and one journal across its restarts."""
-    return GatewayProcess(
-        tmp_path / "gateway",
-        {
-            "GATEWAY_MQTT__URL": broker.url,
-            "GATEWAY_MQTT__CLIENT_ID": f"gw-crash-{broker.port}",
-            "GATEWAY_INFLUX__URL": vm.url,
-            "GATEWAY_INFLUX__TOKEN": "test-token",
-            "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
-            "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-        },
-    )
+    return GatewayProcess(tmp_path / "gateway", store_env(tmp_path, broker.url, vm.url, f"gw-crash-{broker.port}"))
 
 
 class Publisher(threading.Thread):

@@ -13,7 +13,7 @@ import pytest
 
 from device_sim.fleet import FleetSpec, generate
 from device_sim.publisher import publish
-from tests.gateway_proc import GatewayProcess
+from tests.gateway_proc import GatewayProcess, store_env
 from tests.servers import Mosquitto, VictoriaMetrics
 from tests.storecheck import GATEWAY_REASONS, compare
 
@@ -45,16 +45,7 @@ class DeadLetterTap:
 
 
 def _gateway(tmp_path: Path, broker: Mosquitto, vm: VictoriaMetrics) -> GatewayProcess:
-    return GatewayProcess(
-        tmp_path / "gateway",
-        {
-            "GATEWAY_MQTT__URL": broker.url,
-            "GATEWAY_MQTT__CLIENT_ID": f"gw-test-{broker.port}",
-            "GATEWAY_INFLUX__URL": vm.url,
-            "GATEWAY_INFLUX__TOKEN": "test-token",
-            "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
-        },
-    )
+    return GatewayProcess(tmp_path / "gateway", store_env(tmp_path, broker.url, vm.url, f"gw-test-{broker.port}"))
 
 
 def test_stores_exactly_the_unique_valid_readings_and_dead_letters_the_rest(
