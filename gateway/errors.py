@@ -7,6 +7,7 @@ GatewayError
       +-- RetryableSinkError   try again later (connection refused, 5xx, 429)
       +-- PermanentSinkError   the store refused the data itself (4xx other than 429)
  +-- DemoError            `gateway demo` or `gateway query` cannot go on; carries the exit status
+ +-- ReplayError          `gateway deadletter replay` cannot go on (a sink stays down, the journal fails)
 
 Library exceptions (paho, urllib3, sqlite3) are translated into these at the adapter's edge.
 """
@@ -57,3 +58,7 @@ class DemoError(GatewayError):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class ReplayError(GatewayError):
+    """`gateway deadletter replay` stopped; what was replayed before is already out of the journal."""

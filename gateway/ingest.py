@@ -12,6 +12,7 @@ from gateway.dedup import DedupWindow, key_for
 from gateway.errors import PayloadRejected
 from gateway.mapping import TopicMatch, TopicRouter
 from gateway.model import RawMessage, Reading, Rejection
+from gateway.sequence import SequenceEvent, SequenceTracker
 from gateway.validate import Validator
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,17 @@ class Outcome(NamedTuple):
     duplicates: int  # readings dropped as already seen
     rejection: Rejection | None = None
     receive_timestamped: int = 0  # readings that carried no timestamp and got the receive time
+    late: int = 0  # readings older than validation.max_late_s, accepted (late: accept)
+    sequence_events: tuple[SequenceEvent, ...] = ()  # gaps, late arrivals, resets among the new readings
 
 
 class Ingestor:
     def __init__(self, config: GatewayConfig) -> None:
         self._router = TopicRouter(config.mappings)
         self._known_topics: dict[str, TopicMatch] = {}
-        self._validator = Validator(config.validation)
+        # One validator a mapping (its own limits over the top-level ones), found by the mapping's identity.
+        self._validators = {id(m): Validator(config.validation.merged(m.validation)) for m in config.mappings}
+        self.sequences = SequenceTracker()
         self._dedup = (
             DedupWindow(config.dedup.max_entries, int(config.dedup.window_s * 1e9)) if config.dedup.enabled else None
         )
@@ -50,6 +55,7 @@ class Ingestor:
 
     def process(self, raw: RawMessage) -> Outcome:
         device: str | None = None
+        late = 0
         try:
             match = self._known_topics.get(raw.topic)
             if match is None:
@@ -57,14 +63,20 @@ class Ingestor:
                 if match is None:
                     raise PayloadRejected("no_mapping", f"no mapping matches topic {raw.topic[:200]!r}")
                 device = match.device
-                self._validator.check_device(device)
+                if device is not None:
+                    self._validators[id(match.mapping)].check_device(device)
                 self._remember(raw.topic, match)
             device = match.device
-            self._validator.check_payload_size(len(raw.payload))
-            readings = mapping.decode(match, raw.payload, raw.received_at_ns)
+            validator = self._validators[id(match.mapping)]
+            validator.check_payload_size(len(raw.payload))
+            expected_unit = validator.expected_unit if validator.config.metrics else None
+            readings = mapping.decode(match, raw.payload, raw.received_at_ns, validator.config.max_depth, expected_unit)
+            validator.check_field_count(readings)
             now_ns = time.time_ns()
             for reading in readings:
-                self._validator.check_reading(reading, now_ns)
+                if device is None:  # named by the payload: checked per reading
+                    validator.check_device(reading.device)
+                late += validator.check_reading(reading, now_ns)
         except PayloadRejected as exc:
             rejection = Rejection(exc.reason, exc.detail, raw.topic, raw.payload, raw.received_at_ns, device)
             return Outcome([], 0, rejection)
@@ -76,6 +88,8 @@ class Ingestor:
             )
         untimed = sum(1 for r in readings if not r.time_from_device)
         if self._dedup is None:
-            return Outcome(readings, 0, None, untimed)
-        fresh = [r for r in readings if not self._dedup.check_and_add(key_for(r), raw.received_at_ns)]
-        return Outcome(fresh, len(readings) - len(fresh), None, untimed)
+            fresh = readings
+        else:
+            fresh = [r for r in readings if not self._dedup.check_and_add(key_for(r), raw.received_at_ns)]
+        events = tuple(e for e in map(self.sequences.observe, fresh) if e is not None)
+        return Outcome(fresh, len(readings) - len(fresh), None, untimed, late, events)

@@ -1,5 +1,6 @@
 """The durable local state: readings not yet stored by every sink, the dedup window's keys, dead-letter records
-not yet confirmed by the broker. SQLite in WAL mode, one group commit a chunk of messages.
+not yet confirmed by the broker, rejected messages kept for replay. SQLite in WAL mode, one group commit a chunk
+of messages.
 
 A message is acknowledged to the broker once the chunk holding what it produced is committed here; from then
 on the journal, not the broker, owns it. Sinks read the outbox from their own cursor, so one slow or failing
@@ -10,6 +11,16 @@ Schema:
     cursors(sink TEXT PRIMARY KEY, upto INTEGER)                    -- highest seq the sink has stored
     dedup(seq INTEGER PRIMARY KEY, seen_ns INTEGER, n INTEGER, keys BLOB)  -- a chunk's (device, reading id)s
     deadletters(seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB)  -- until the broker acknowledged them
+    rejected(seq INTEGER PRIMARY KEY, received_ns INTEGER, reason TEXT, detail TEXT, topic TEXT, device TEXT,
+             measurement TEXT, payload BLOB, payload_bytes INTEGER, truncated INTEGER)
+
+`rejected` keeps every rejected message (and every reading a store refused) for `gateway deadletter list` and
+`replay` (gateway/replay.py), written in the same commit as the rest of its chunk. At most `max_rejected` rows:
+the oldest are dropped first and counted. `payload` is the original payload, or only its first bytes when it was
+larger than validation.max_payload_bytes (`truncated` = 1: such a message cannot be replayed). `measurement` is
+set only for a reading a store refused (its payload is then that reading, deadletter.reading_payload).
+`dedup.seq` is its own sequence (not the outbox's), so `gateway deadletter replay` can add keys while the
+gateway runs.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from typing import NamedTuple
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.model import Reading
+from gateway.model import Reading, Rejection
 from gateway.sqlitedb import open_wal
 
 log = logging.getLogger(__name__)
@@ -36,7 +47,21 @@ CREATE TABLE IF NOT EXISTS dedup (
     seq INTEGER PRIMARY KEY, seen_ns INTEGER NOT NULL, n INTEGER NOT NULL, keys BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deadletters (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq INTEGER PRIMARY KEY, received_ns INTEGER NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
+    topic TEXT NOT NULL, device TEXT, measurement TEXT,
+    payload BLOB NOT NULL, payload_bytes INTEGER NOT NULL, truncated INTEGER NOT NULL
+);
 """
+
+DEFAULT_MAX_REJECTED = 100_000
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+# What is kept of a payload too large to replay: enough to recognise it in `gateway deadletter list`.
+TRUNCATED_PAYLOAD_BYTES = 1024
+_INSERT_REJECTED = (
+    "INSERT INTO rejected (received_ns, reason, detail, topic, device, measurement, payload, payload_bytes, truncated)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class JournalError(GatewayError):
@@ -87,11 +112,33 @@ def _open(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def dedup_keys_since(conn: sqlite3.Connection, since_ns: int) -> Iterator[tuple[tuple[str, str], int]]:
+    """Keys seen since `since_ns`, oldest first, with when they were seen."""
+    rows = conn.execute("SELECT seen_ns, keys FROM dedup WHERE seen_ns >= ? ORDER BY seq", (since_ns,))
+    for seen_ns, blob in rows:
+        for device, reading_id in orjson.loads(blob):
+            yield (device, reading_id), seen_ns
+
+
+def add_dedup_keys(conn: sqlite3.Connection, readings: Sequence[Reading], seen_ns: int) -> None:
+    """One row a chunk, not a row a reading: a B-tree insert per reading halved the throughput."""
+    keys = orjson.dumps([(r.device, r.reading_id) for r in readings])
+    conn.execute("INSERT INTO dedup (seen_ns, n, keys) VALUES (?, ?, ?)", (seen_ns, len(readings), keys))
+
+
 class Journal:
     """Owned by one writer thread (the pipeline's journal thread); sinks read through `reader()`."""
 
-    def __init__(self, path: Path, sinks: Iterable[str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        sinks: Iterable[str],
+        max_rejected: int = DEFAULT_MAX_REJECTED,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
         self.path = path
+        self.max_rejected = max_rejected
+        self._max_payload_bytes = max_payload_bytes
         self._conn = open_database(path)
         for sink in sinks:
             self._conn.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)", (sink,))
@@ -99,6 +146,14 @@ class Journal:
         self.last_seq: int = max(row[0], self._max_cursor())
         self.outbox_bytes: int = row[1]
         self._next_deadletter = (self._conn.execute("SELECT coalesce(max(seq), 0) FROM deadletters").fetchone()[0]) + 1
+        # Rows in `rejected`, counted once here and then kept up to date, so that keeping the bound costs no
+        # count(*) a commit. Only `gateway deadletter replay` (another connection) deletes rows behind our back:
+        # data_version tells when, and the count is then taken again.
+        self.rejected_rows: int = self._conn.execute("SELECT count(*) FROM rejected").fetchone()[0]
+        self._data_version = self._read_data_version()
+
+    def _read_data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     def _max_cursor(self) -> int:
         return int(self._conn.execute("SELECT coalesce(max(upto), 0) FROM cursors").fetchone()[0])
@@ -107,26 +162,31 @@ class Journal:
         return int(self._conn.execute("SELECT upto FROM cursors WHERE sink = ?", (sink,)).fetchone()[0])
 
     def commit(
-        self, readings: Sequence[Reading], deadletters: Sequence[tuple[str, bytes]]
-    ) -> tuple[int, list[PendingDeadLetter]]:
-        """One transaction: the chunk's readings, their dedup keys, its dead-letter records. Returns the
-        chunk's outbox seq (or the last one when there were no readings) and the dead letters with ids."""
+        self,
+        readings: Sequence[Reading],
+        deadletters: Sequence[tuple[str, bytes]],
+        rejected: Sequence[Rejection] = (),
+    ) -> tuple[int, list[PendingDeadLetter], int]:
+        """One transaction: the chunk's readings, their dedup keys, its dead-letter records, its rejected
+        messages. Returns the chunk's outbox seq (or the last one when there were no readings), the dead letters
+        with ids, and how many rejected messages were dropped to keep `max_rejected`."""
         conn = self._conn
         blob = _encode(readings) if readings else b""
         pending: list[PendingDeadLetter] = []
+        rows, dropped, data_version = self.rejected_rows, 0, self._data_version
         try:
             conn.execute("BEGIN IMMEDIATE")
             seq = self.last_seq
             if readings:
                 seq += 1
                 conn.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, blob, len(blob)))
-                # One row a chunk, not a row a reading: a B-tree insert per reading halved the throughput.
-                keys = orjson.dumps([(r.device, r.reading_id) for r in readings])
-                conn.execute("INSERT INTO dedup VALUES (?, ?, ?, ?)", (seq, time.time_ns(), len(readings), keys))
+                add_dedup_keys(conn, readings, time.time_ns())
             for topic, payload in deadletters:
                 pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload))
             if pending:
                 conn.executemany("INSERT INTO deadletters VALUES (?, ?, ?)", pending)
+            if rejected:
+                rows, dropped, data_version = self._keep_rejected(rejected)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -135,7 +195,39 @@ class Journal:
         self.last_seq = seq
         self.outbox_bytes += len(blob)
         self._next_deadletter += len(pending)
-        return seq, pending
+        self.rejected_rows, self._data_version = rows, data_version
+        return seq, pending, dropped
+
+    def _keep_rejected(self, rejected: Sequence[Rejection]) -> tuple[int, int, int]:
+        """Inside the commit's transaction: insert, then drop the oldest beyond `max_rejected`. Returns the rows
+        now in the table, how many were dropped (or never kept), and the data_version the count is valid for."""
+        conn = self._conn
+        kept = rejected[-self.max_rejected :] if self.max_rejected else []
+        if kept:
+            conn.executemany(_INSERT_REJECTED, [self._rejected_row(r) for r in kept])
+        rows = self.rejected_rows + len(kept)
+        data_version = self._data_version
+        dropped = len(rejected) - len(kept)
+        if rows > self.max_rejected:
+            # Under the write lock nobody else can commit, so a count taken now stays right until we commit.
+            current = self._read_data_version()
+            if current != data_version:
+                rows = conn.execute("SELECT count(*) FROM rejected").fetchone()[0]
+                data_version = current
+            excess = rows - self.max_rejected
+            if excess > 0:
+                cursor = conn.execute(
+                    "DELETE FROM rejected WHERE seq IN (SELECT seq FROM rejected ORDER BY seq LIMIT ?)", (excess,)
+                )
+                rows -= cursor.rowcount
+                dropped += cursor.rowcount
+        return rows, dropped, data_version
+
+    def _rejected_row(self, r: Rejection) -> tuple[object, ...]:
+        payload = r.payload
+        truncated = len(payload) > self._max_payload_bytes
+        kept = payload[:TRUNCATED_PAYLOAD_BYTES] if truncated else payload
+        return (r.received_at_ns, r.reason, r.detail, r.topic, r.device, r.measurement, kept, len(payload), truncated)
 
     def stored(self, sink: str, upto: int) -> None:
         """`sink` has stored every chunk up to `upto`; chunks every sink has stored are deleted."""
@@ -158,10 +250,7 @@ class Journal:
 
     def recent_dedup_keys(self, since_ns: int) -> Iterator[tuple[tuple[str, str], int]]:
         """Keys seen since `since_ns`, oldest first, to refill the in-memory window (which keeps its bound)."""
-        rows = self._conn.execute("SELECT seen_ns, keys FROM dedup WHERE seen_ns >= ? ORDER BY seq", (since_ns,))
-        for seen_ns, blob in rows:
-            for device, reading_id in orjson.loads(blob):
-                yield (device, reading_id), seen_ns
+        return dedup_keys_since(self._conn, since_ns)
 
     def trim_dedup(self, before_ns: int, keep: int) -> None:
         """Forget keys older than the window, and beyond the newest `keep` (the window's size bound)."""

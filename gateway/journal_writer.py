@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.journal import Journal, JournalError, OutboxChunk
 from gateway.metrics import Stats
-from gateway.model import Reading
+from gateway.model import Reading, Rejection
 from gateway.retry import Backoff
 from gateway.source import AckToken, MqttSource
 
@@ -30,6 +30,7 @@ class Chunk(NamedTuple):
     readings: list[Reading]
     deadletters: list[tuple[str, bytes]]  # (topic, record)
     tokens: list[AckToken | None]  # one per message, rejected and duplicate ones included
+    rejected: list[Rejection]  # kept in the journal for `gateway deadletter replay`
 
 
 class JournalWriter:
@@ -132,10 +133,11 @@ class JournalWriter:
         self._wait_for_room()
         readings = [r for chunk in batch for r in chunk.readings]
         records = [d for chunk in batch for d in chunk.deadletters]
+        rejected = [r for chunk in batch for r in chunk.rejected]
         backoff = Backoff(0.1, 5.0)
         while True:
             try:
-                seq, pending = self.journal.commit(readings, records)
+                seq, pending, dropped = self.journal.commit(readings, records, rejected)
                 break
             except JournalError as exc:
                 # Nothing of this batch is acknowledged; the broker keeps it. Disk full usually passes.
@@ -145,6 +147,8 @@ class JournalWriter:
                 time.sleep(delay)
         self.failed = None
         self._stats.journal_commits += 1
+        if dropped:
+            self._stats.rejected_dropped += dropped
         self.committed_messages += sum(len(chunk.tokens) for chunk in batch)
         self._source.release([t for chunk in batch for t in chunk.tokens])
         if readings:

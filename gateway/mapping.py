@@ -3,6 +3,7 @@ payload format decodes it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from gateway.config import MappingConfig
@@ -12,7 +13,7 @@ from gateway.model import Reading
 
 
 class TopicMatch(NamedTuple):
-    device: str
+    device: str | None  # None when the topic names no device and the mapping's device_field does
     mapping: MappingConfig
     metric: str | None = None
 
@@ -23,7 +24,7 @@ class TopicTemplate:
     def __init__(self, mapping: MappingConfig) -> None:
         self.mapping = mapping
         self._levels = mapping.topic.split("/")
-        self._device_level = self._levels.index("{device}")
+        self._device_level = self._levels.index("{device}") if "{device}" in self._levels else None
         self._metric_level = self._levels.index("{metric}") if "{metric}" in self._levels else None
         self._rest = self._levels[-1] == "#"
         self.filter = "/".join("+" if level in ("{device}", "{metric}") else level for level in self._levels)
@@ -36,7 +37,7 @@ class TopicTemplate:
         for want, got in zip(self._levels[:fixed], levels, strict=False):
             if want not in ("+", "{device}", "{metric}", got):
                 return None
-        device = levels[self._device_level]
+        device = levels[self._device_level] if self._device_level is not None else None
         metric = levels[self._metric_level] if self._metric_level is not None else None
         return TopicMatch(device, self.mapping, metric)
 
@@ -68,14 +69,20 @@ _DECODERS: dict[str, Format] = {
 }
 
 
-def decode(match: TopicMatch, payload: bytes, received_at_ns: int) -> list[Reading]:
+def decode(
+    match: TopicMatch,
+    payload: bytes,
+    received_at_ns: int,
+    max_depth: int = 32,
+    expected_unit: Callable[[str], str | None] | None = None,
+) -> list[Reading]:
     """Bytes -> readings with the format the matched mapping names, plus the mapping's static tags."""
     mapping = match.mapping
     if mapping.format == "native":
-        readings = native.decode(payload, match.device, mapping.measurement, received_at_ns)
+        readings = native.decode(payload, match.device or "", mapping.measurement, received_at_ns)
     else:
         context = DecodeContext(
-            device=match.device,
+            device=match.device or "",
             measurement=mapping.measurement,
             received_at_ns=received_at_ns,
             topic_metric=match.metric,
@@ -86,6 +93,10 @@ def decode(match: TopicMatch, payload: bytes, received_at_ns: int) -> list[Readi
             exclude=tuple(mapping.exclude),
             rename=mapping.rename,
             separator=mapping.separator,
+            max_depth=max_depth,
+            root=mapping.root,
+            device_field=mapping.device_field,
+            expected_unit=expected_unit,
         )
         readings = _DECODERS[mapping.format](payload, context)
     if mapping.tags:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.sequence import EventKind, SequenceTracker
+
 
 class Stats:
     """Every message is accounted for: received = stored + duplicates + rejected + pending (in messages)."""
@@ -22,12 +24,14 @@ class Stats:
         self.readings_accepted = 0
         self.readings_duplicate = 0
         self.readings_receive_timestamped = 0
+        self.readings_late = 0
         self.readings_stored: Counter[str] = Counter()
         self.sink_writes: Counter[str] = Counter()
         self.sink_retries: Counter[str] = Counter()
         self.sink_errors: Counter[tuple[str, str]] = Counter()
         self.deadletters_published = 0
         self.journal_commits = 0
+        self.rejected_dropped = 0
 
     def rejected_total(self) -> int:
         return sum(self.messages_rejected.values())
@@ -44,7 +48,9 @@ class StatsCollector(Collector):
         journal_bytes: Callable[[], int],
         backpressure: Callable[[], bool],
         sink_pending_chunks: Callable[[], dict[str, int]],
+        sequences: SequenceTracker | None = None,
     ) -> None:
+        self._sequences = sequences
         self._stats = stats
         self._acknowledged = acknowledged
         self._pending = pending
@@ -71,6 +77,13 @@ class StatsCollector(Collector):
             "Readings without a device timestamp, stamped with the receive time.",
             value=s.readings_receive_timestamped,
         )
+        yield CounterMetricFamily(
+            "gateway_readings_late",
+            "Readings older than validation.max_late_s, accepted (late: accept).",
+            value=s.readings_late,
+        )
+        if self._sequences is not None:
+            yield from _sequence_metrics(self._sequences)
         stored = CounterMetricFamily("gateway_readings_stored", "Readings accepted by a sink.", labels=["sink"])
         writes = CounterMetricFamily("gateway_sink_writes", "Successful write requests.", labels=["sink"])
         retries = CounterMetricFamily("gateway_sink_retries", "Write attempts that will be retried.", labels=["sink"])
@@ -95,6 +108,11 @@ class StatsCollector(Collector):
             "gateway_messages_pending", "Messages received, not yet committed to the journal.", value=self._pending()
         )
         yield CounterMetricFamily("gateway_journal_commits", "Group commits to the journal.", value=s.journal_commits)
+        yield CounterMetricFamily(
+            "gateway_rejected_dropped",
+            "Rejected messages dropped from the journal, oldest first, to keep journal.max_rejected.",
+            value=s.rejected_dropped,
+        )
         yield GaugeMetricFamily(
             "gateway_journal_bytes",
             "Bytes of readings in the journal not yet stored by every sink.",
@@ -116,3 +134,20 @@ class StatsCollector(Collector):
             "1 while connected to the broker.",
             value=1 if self._connected() else 0,
         )
+
+
+_SEQUENCE_HELP: dict[EventKind, str] = {
+    "gap": "Readings missing in a device's sequence numbers when a later one arrived (seq jumped ahead).",
+    "out_of_order": "Readings that arrived after one with a higher sequence number.",
+    "reset": "Device reboots seen as sequence numbers starting again.",
+}
+
+
+def _sequence_metrics(sequences: SequenceTracker) -> Iterator[CounterMetricFamily]:
+    """Per device; only devices with events appear (beyond 10,000 such devices, under device="_other")."""
+    names = {"gap": "gateway_sequence_gaps", "out_of_order": "gateway_sequence_out_of_order"}
+    for kind, help_text in _SEQUENCE_HELP.items():
+        family = CounterMetricFamily(names.get(kind, "gateway_sequence_resets"), help_text, labels=["device"])
+        for device, count in sorted(sequences.counts[kind].items()):
+            family.add_metric([device], count)
+        yield family

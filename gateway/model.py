@@ -43,3 +43,6 @@ class Rejection(NamedTuple):
     payload: bytes
     received_at_ns: int
     device: str | None = None
+    # Set only for a reading a store refused: `payload` is then that reading (deadletter.reading_payload),
+    # which `gateway deadletter replay` decodes into this measurement instead of going through the mappings.
+    measurement: str | None = None

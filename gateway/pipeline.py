@@ -28,6 +28,7 @@ from gateway.journal import Journal
 from gateway.journal_writer import MAX_CHUNKS_AWAITING_COMMIT, Chunk, JournalWriter
 from gateway.metrics import Stats, StatsCollector
 from gateway.model import RawMessage, Reading, Rejection
+from gateway.self_metrics import SelfMetricsWriter
 from gateway.sink_worker import SinkWorker
 from gateway.sinks import Sink
 from gateway.source import MqttSource
@@ -40,9 +41,14 @@ class Pipeline:
         self.config = config
         self.stats = Stats()
         self.ingestor = Ingestor(config)
-        self._chunk = Chunk([], [], [])
+        self._chunk = Chunk([], [], [], [])
         self._stopping = threading.Event()
-        self.journal = Journal(config.journal.path, [s.name for s in sinks])
+        self.journal = Journal(
+            config.journal.path,
+            [s.name for s in sinks],
+            config.journal.max_rejected,
+            _replayable_payload_bytes(config),
+        )
         self._refill_dedup_window()
         self.source = MqttSource(
             config.mqtt,
@@ -75,12 +81,32 @@ class Pipeline:
                 journal_bytes=lambda: self.journal.outbox_bytes,
                 backpressure=lambda: self.writer.backpressure,
                 sink_pending_chunks=lambda: {w.sink.name: w.pending_chunks for w in self.workers},
+                sequences=self.ingestor.sequences,
             )
+        )
+        self.self_metrics = SelfMetricsWriter(
+            config.self_metrics.instance or config.mqtt.client_id,
+            config.self_metrics.interval_s,
+            self._self_metric_values,
+            lambda reading: self.writer.put(Chunk([reading], [], [], [])),
         )
         self.http: StatusServer | None = None
         if config.http.port:
             self.http = StatusServer(config.http.host, config.http.port, self.registry, self.readiness)
         self._sealed_messages = 0
+
+    def _self_metric_values(self) -> dict[str, float]:
+        stats = self.stats
+        return {
+            "messages_received": stats.messages_received,
+            "messages_rejected": stats.rejected_total(),
+            "readings_stored": sum(stats.readings_stored.values()),
+            "readings_duplicate": stats.readings_duplicate,
+            "messages_pending": self._sealed_messages - self.writer.committed_messages,
+            "journal_bytes": self.journal.outbox_bytes,
+            "backpressure": self.writer.backpressure,
+            "broker_connected": self.source.connected,
+        }
 
     def _refill_dedup_window(self) -> None:
         window = self.ingestor.dedup_window
@@ -106,10 +132,12 @@ class Pipeline:
             stats.messages_rejected[rejection.reason] += 1
             log.info("rejected message on %s: %s: %s", rejection.topic[:200], rejection.reason, rejection.detail)
             chunk.deadletters.append(self._deadletter_record(rejection))
+            chunk.rejected.append(rejection)
         else:
             stats.readings_accepted += len(outcome.readings)
             stats.readings_duplicate += outcome.duplicates
             stats.readings_receive_timestamped += outcome.receive_timestamped
+            stats.readings_late += outcome.late
             chunk.readings.extend(outcome.readings)
         chunk.tokens.append(raw.ack_token)
 
@@ -120,7 +148,7 @@ class Pipeline:
         chunk = self._chunk
         if not chunk.tokens:
             return
-        self._chunk = Chunk([], [], [])
+        self._chunk = Chunk([], [], [], [])
         self._sealed_messages += len(chunk.tokens)
         self.writer.put(chunk)
 
@@ -142,13 +170,15 @@ class Pipeline:
         """Readings a store refused become dead-letter records, committed like any other."""
         self.stats.messages_rejected["store_refused"] += len(readings)
         records = []
+        rejections = []
         for r in readings:
             payload = deadletter.reading_payload(r)
             topic = f"(refused by the store: reading {r.reading_id})"
-            rejection = Rejection("store_refused", reason, topic, payload, time.time_ns(), r.device)
+            rejection = Rejection("store_refused", reason, topic, payload, time.time_ns(), r.device, r.measurement)
             records.append(self._deadletter_record(rejection))
+            rejections.append(rejection)
         # A chunk with dead letters only: the journal thread commits and publishes it like any other.
-        self.writer.put(Chunk([], records, []))
+        self.writer.put(Chunk([], records, [], rejections))
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -175,12 +205,14 @@ class Pipeline:
             self.source.send(pending_deadletters)
         for worker in self.workers:
             worker.start()
+        self.self_metrics.start()
         source_stop = threading.Event()
         network = threading.Thread(target=self.source.run, args=(source_stop,), name="mqtt", daemon=True)
         network.start()
         stop.wait()
         log.info("stopping: no new messages")
         self._stopping.set()
+        self.self_metrics.close()
         # What follows the sinks (last commit, acknowledgements, disconnect) needs a moment of the budget too.
         deadline = time.monotonic() + max(1.0, shutdown_timeout_s - 3.0)
         time.sleep(0.6)  # the network thread seals the last partial chunk within its 0.5 s housekeeping turn
@@ -204,6 +236,15 @@ class Pipeline:
             self.stats.rejected_total(),
             left,
         )
+
+
+def _replayable_payload_bytes(config: GatewayConfig) -> int:
+    """The largest payload any mapping accepts: a rejected message up to this size is kept whole, for replay."""
+    limits = [config.validation.max_payload_bytes]
+    limits += [
+        m.validation.max_payload_bytes for m in config.mappings if m.validation and m.validation.max_payload_bytes
+    ]
+    return max(limits)
 
 
 def _batching(config: GatewayConfig, sink_name: str) -> BatchingConfig:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from gateway.config import RESERVED_MEASUREMENTS
 from gateway.errors import EXIT_NO_BROKER, DemoError
 from gateway.sinks.sqlite import StoredReading, select_readings
 
@@ -49,7 +50,10 @@ def latest_readings(conn: sqlite3.Connection, device: str | None, limit: int) ->
     """The `limit` newest readings (rows folded per series and instant), newest first; walks the time index."""
     # The time index holds the primary key too, so this is its order: a reading's rows are adjacent.
     order = "time_ns DESC, measurement DESC, device DESC, tags DESC"
-    newest = itertools.islice(select_readings(conn, "device", device, order), limit)
+    readings = select_readings(conn, "device", device, order)
+    # The gateway's own points (its metrics, alerts) are not device readings; `alerts` has its own listing.
+    device_readings = (r for r in readings if r.measurement not in RESERVED_MEASUREMENTS)
+    newest = itertools.islice(device_readings, limit)
     return sorted(newest, key=lambda r: (-r.time_ns, r.device, r.measurement))
 
 
@@ -61,8 +65,9 @@ class DeviceCount(NamedTuple):
 
 
 def device_counts(conn: sqlite3.Connection, device: str | None = None) -> list[DeviceCount]:
-    where = " WHERE device = ?" if device is not None else ""
-    params: tuple[str, ...] = (device,) if device is not None else ()
+    reserved = ", ".join("?" * len(RESERVED_MEASUREMENTS))
+    where = f" WHERE measurement NOT IN ({reserved})" + (" AND device = ?" if device is not None else "")
+    params: tuple[str, ...] = (*sorted(RESERVED_MEASUREMENTS), *((device,) if device is not None else ()))
     rows = conn.execute(
         "SELECT device, COUNT(*), MIN(time_ns), MAX(time_ns) FROM"
         f" (SELECT DISTINCT measurement, device, tags, time_ns FROM readings{where})"

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from gateway.config import BatchingConfig
+from gateway.config import RESERVED_MEASUREMENTS, BatchingConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.journal import OutboxChunk
 from gateway.journal_writer import JournalWriter
@@ -159,7 +159,9 @@ class SinkWorker:
                 log.error("sink %s refused reading %s: %s", name, readings[0].reading_id, exc)
                 self._deadletter(f"{name}: {exc}", readings)
             else:
-                self._stats.readings_stored[name] += len(readings)
+                # Device readings only: the gateway's own points (its metrics, alerts) are not what it received.
+                own = sum(1 for r in readings if r.measurement in RESERVED_MEASUREMENTS)
+                self._stats.readings_stored[name] += len(readings) - own
                 self._stats.sink_writes[name] += 1
             self.healthy = True
             return True

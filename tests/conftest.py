@@ -1,13 +1,35 @@
-"""Shared fixtures: real Mosquitto and VictoriaMetrics processes (see tests/servers.py)."""
+"""Shared fixtures: real Mosquitto and VictoriaMetrics processes (see tests/servers.py), and Ingestors built from
+a config given as keyword sections (with the developer's own GATEWAY_* variables kept out)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.config import GatewayConfig
+from gateway.ingest import Ingestor
 from tests.servers import Mosquitto, VictoriaMetrics
+
+
+@pytest.fixture
+def make_ingestor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ingestor]:
+    for name in list(os.environ):
+        if name.upper().startswith("GATEWAY_"):
+            monkeypatch.delenv(name)
+
+    def make(**sections: Any) -> Ingestor:
+        return Ingestor(GatewayConfig(sqlite={"path": tmp_path / "g.db"}, **sections))
+
+    return make
+
+
+@pytest.fixture
+def ingestor(make_ingestor: Callable[..., Ingestor]) -> Ingestor:
+    return make_ingestor()
 
 
 @pytest.fixture

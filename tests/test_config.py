@@ -22,10 +22,13 @@ from gateway.config import (
     JournalConfig,
     LogConfig,
     MappingConfig,
+    MetricRule,
     MqttConfig,
+    SelfMetricsConfig,
     SqliteConfig,
     TlsConfig,
     ValidationConfig,
+    ValidationLimits,
     load_config,
     masked_dump,
 )
@@ -41,9 +44,12 @@ SECTION_MODELS = {
     DedupConfig,
     JournalConfig,
     ValidationConfig,
+    ValidationLimits,
+    MetricRule,
     MappingConfig,
     HttpConfig,
     LogConfig,
+    SelfMetricsConfig,
 }
 
 
@@ -310,9 +316,34 @@ def test_secrets_never_appear_in_errors(
         pytest.param("dedup:\n  window_s: -1\n", "dedup.window_s", "-1", id="dedup-negative-window"),
         pytest.param(
             "mappings:\n  - topic: devices/telemetry\n",
-            "mappings.0.topic",
+            "mappings.0",
             "devices/telemetry",
             id="no-placeholder",
+        ),
+        pytest.param("mappings:\n  - measurement: gateway\n", "mappings.0.measurement", "'gateway'", id="reserved"),
+        pytest.param(
+            "mappings:\n  - topic: d/{device}/{device}\n",
+            "mappings.0.topic",
+            "d/{device}/{device}",
+            id="two-device-levels",
+        ),
+        pytest.param(
+            "mappings:\n  - topic: d/+\n    format: native\n    device_field: id\n",
+            "mappings.0",
+            "device_field",
+            id="device-field-needs-json",
+        ),
+        pytest.param(
+            "validation:\n  metrics:\n    - {name: t, min: 5, max: 1}\n",
+            "validation.metrics.0",
+            "'min': 5",
+            id="metric-min-above-max",
+        ),
+        pytest.param(
+            "mappings:\n  - validation: {late: sometimes}\n",
+            "mappings.0.validation.late",
+            "'sometimes'",
+            id="mapping-late-unknown",
         ),
         pytest.param("mappings:\n  - format: protobuf\n", "mappings.0.format", "'protobuf'", id="unknown-format"),
         pytest.param(

@@ -18,7 +18,12 @@ from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = [json.loads(line) for line in (Path(__file__).parent / "data" / "devices.jsonl").read_text().splitlines()]
+# devices.jsonl is ../shared/samples/devices.jsonl as shipped; more_devices.jsonl adds families it lacks (Shelly).
+SAMPLES = [
+    json.loads(line)
+    for name in ("devices.jsonl", "more_devices.jsonl")
+    for line in (Path(__file__).parent / "data" / name).read_text().splitlines()
+]
 
 
 def _payload(sample: dict[str, Any]) -> bytes:

@@ -366,7 +366,10 @@ def test_line_timestamps_and_multiple_lines() -> None:
         ("mem", RECEIVED, False),
     ]
     assert readings[1].tags == {"host": "h"}
-    assert readings[0].reading_id == content_id("dev", 1_716_926_667 * NS, {"v": 1.0})
+    assert readings[0].reading_id == content_id("dev", 1_716_926_667 * NS, {"v": 1.0}, ("cpu", {}))
+    # Equal values at one instant in another series are another reading, not a duplicate.
+    same_values = _line("cpu,host=a v=1 1\ncpu,host=b v=1 1\nmem v=1 1")
+    assert len({r.reading_id for r in same_values}) == 3
 
 
 def test_line_select_fields() -> None:
@@ -423,7 +426,8 @@ def test_line_too_many_readings() -> None:
 # --- round trip through the sink's encoder ----------------------------------------------------------------
 
 _names = st.text(st.characters(codec="utf-8", exclude_characters="\n"), min_size=1, max_size=12)
-_measurements = _names.filter(lambda s: not s.startswith("#"))  # a leading '#' would read as a comment
+# A leading '#' would read as a comment; an unprintable measurement is rejected (invalid_name).
+_measurements = _names.filter(lambda s: not s.startswith("#") and s.isprintable())
 _tag_keys = _names.filter(lambda s: s != "device")
 _values = st.floats(allow_nan=False, allow_infinity=False) | st.booleans() | st.text(max_size=12)
 

@@ -234,7 +234,7 @@ def test_senml_include_exclude_rename() -> None:
     pack = [{"bn": "d:", "n": "a", "v": 1}, {"n": "b", "v": 2}, {"n": "c", "v": 3}]
     context = ctx(exclude=("c",), rename={"a": "alpha"})
     assert simple(senml.decode(raw(pack), context)) == [(RECEIVED, {"alpha": 1.0, "b": 2.0})]
-    assert senml.decode(raw(pack), ctx(include=("zzz",))) == []
+    assert reason(senml.decode, pack, ctx(include=("zzz",))) == "empty_metrics"  # else it would vanish
 
 
 @pytest.mark.parametrize(
@@ -256,9 +256,13 @@ def test_senml_include_exclude_rename() -> None:
         pytest.param([{"bver": 11, "n": "a", "v": 1}], "invalid_schema", id="future-version"),
         pytest.param(b'[{"n":"a","v":NaN}]', "non_finite_value", id="nan"),
         pytest.param(b'[{"n":"a","v":1e400}]', "non_finite_value", id="overflow"),
+        pytest.param(
+            b'[{"bv":1' + b"0" * 400 + b',"n":"a","v":1.5}]', "non_finite_value", id="huge-int-base-plus-float"
+        ),
         pytest.param([{"n": "a", "v": 1, "t": "now"}], "invalid_timestamp", id="t-string"),
         pytest.param([{"bt": "2020", "n": "a", "v": 1}], "invalid_timestamp", id="bt-string"),
         pytest.param(b'[{"n":"a","v":1,"t":Infinity}]', "invalid_timestamp", id="t-infinite"),
+        pytest.param([{"n": "a", "vs": "text"}], "empty_metrics", id="only-strings-not-kept"),
     ],
 )
 def test_senml_rejected(payload: Any, code: str) -> None:
@@ -298,7 +302,9 @@ def test_thingsboard_flattens_keeps_strings_and_filters() -> None:
     assert reading.fields == {"ENERGY.Power": 45.0, "ENERGY.Meta.ok": True, "fw": "1.2", "l": "[1,2]"}
     [reading] = thingsboard.decode(raw(payload), ctx(exclude=("ENERGY_Meta_*",), rename={"ENERGY_Power": "power"}))
     assert reading.fields == {"power": 45.0}
-    assert thingsboard.decode(raw({"fw": "1.2"}), ctx()) == []
+    assert reason(thingsboard.decode, {"fw": "1.2"}, ctx()) == "empty_metrics"  # nothing to store: dead-lettered
+    [kept] = thingsboard.decode(raw([{"fw": "1.2"}, {"t": 1}]), ctx())  # an element without values is skipped
+    assert kept.fields == {"t": 1.0}
 
 
 @pytest.mark.parametrize(
@@ -321,6 +327,21 @@ def test_thingsboard_flattens_keeps_strings_and_filters() -> None:
 )
 def test_thingsboard_rejected(payload: Any, code: str) -> None:
     assert reason(thingsboard.decode, payload) == code
+
+
+@pytest.mark.parametrize(
+    ("decoder", "payload", "time_ns"),
+    [
+        pytest.param(senml.decode, [{"n": "a", "v": 1, "t": 1e303}], int(1e303) * 10**9, id="senml-t"),
+        pytest.param(senml.decode, [{"bt": 1e300, "n": "a", "v": 1}], int(1e300) * 10**9, id="senml-bt"),
+        pytest.param(thingsboard.decode, {"ts": 1e306, "values": {"a": 1}}, int(1e306) * 10**6, id="thingsboard-ts"),
+    ],
+)
+def test_huge_float_times_are_exact_not_an_overflow(decoder: Decoder, payload: Any, time_ns: int) -> None:
+    # Scaling such a float to ns overflowed to infinity (OverflowError, an internal error); as an exact integer
+    # far beyond 64-bit ns, the validator rejects it as timestamp_out_of_range.
+    [reading] = decoder(raw(payload), ctx())
+    assert reading.time_ns == time_ns
 
 
 def test_rfc_5_1_2_epoch_agrees_with_sample() -> None:

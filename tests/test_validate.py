@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig, ValidationConfig
+from gateway.config import ValidationConfig
 from gateway.errors import PayloadRejected
 from gateway.ingest import Ingestor, Outcome
 from gateway.model import RawMessage, Reading
@@ -21,26 +19,6 @@ TOPIC = "devices/boiler-17/telemetry"
 NS = 1_000_000_000
 
 MakeIngestor = Callable[..., Ingestor]
-
-
-@pytest.fixture(autouse=True)
-def _no_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("GATEWAY_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def make_ingestor(tmp_path: Path) -> MakeIngestor:
-    def make(**sections: Any) -> Ingestor:
-        return Ingestor(GatewayConfig(sqlite={"path": tmp_path / "g.db"}, **sections))
-
-    return make
-
-
-@pytest.fixture
-def ingestor(make_ingestor: MakeIngestor) -> Ingestor:
-    return make_ingestor()
 
 
 def raw(

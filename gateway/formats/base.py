@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -12,7 +13,7 @@ from gateway.model import Reading
 class DecodeContext:
     """Everything a format needs besides the bytes; built by the mapping that matched the topic."""
 
-    device: str  # from the topic (a format may find a device id in the payload, see device_field)
+    device: str  # from the topic; "" when the topic names none and device_field must
     measurement: str
     received_at_ns: int
     topic_metric: str | None = None  # the {metric} placeholder of the topic, for bare-value formats
@@ -23,6 +24,10 @@ class DecodeContext:
     exclude: tuple[str, ...] = ()  # field globs to drop
     rename: dict[str, str] = field(default_factory=dict)  # field name -> stored name
     separator: str = "_"  # joins nested keys when flattening: {"ENERGY": {"Power": 1}} -> ENERGY_Power
+    max_depth: int = 32  # deepest nesting accepted; the top-level value is depth 1
+    root: str | None = None  # json: dotted path of the object that holds the fields
+    device_field: str | None = None  # json: dotted path of the device id in the payload
+    expected_unit: Callable[[str], str | None] | None = None  # field -> unit it must be reported in (SenML)
 
 
 class Format(Protocol):

@@ -20,11 +20,17 @@ timestamp_field, or when the object does not have that path, the reading gets th
 `time_from_device=False`. Local times that a DST change makes ambiguous take the first (summer-time)
 instant; times skipped by a DST change are read with the offset in force before it (zoneinfo's fold=0).
 
+`context.root` (Shelly's `params`) picks the object the fields come from; timestamp_field and device_field
+are paths from the top of the payload all the same. `context.device_field` names the device from the payload:
+with a device in the topic too, the two must agree (`device_mismatch`), so a payload cannot claim another
+device's identity; without one (a shared topic), the payload's id is the device.
+
 Reading ids are content ids (`identity.content_id`): these devices send neither ids nor sequence numbers.
 
 Rejections (PayloadRejected.reason): `malformed_json`, `non_finite_value` (NaN, Infinity, 1e309),
-`too_deep` (nesting deeper than 32), `invalid_schema` (not an object or an array of objects),
-`invalid_timestamp`, `too_many_readings`, `empty_metrics` (no field left, or an empty array).
+`too_deep` (nesting deeper than context.max_depth), `invalid_schema` (not an object or an array of objects,
+no object at root), `invalid_timestamp`, `too_many_readings`, `empty_metrics` (no field left, or an empty
+array), `missing_device`, `invalid_device_id`, `device_mismatch` (device_field).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from gateway.formats.identity import content_id
 from gateway.formats.timestamps import epoch_to_ns, parse_rfc3339
 from gateway.model import FieldValue, Reading
 
-MAX_DEPTH = 32  # the top-level value is depth 1; Tasmota's {"ENERGY": {...}} is depth 2
+PARSER_MAX_DEPTH = 1024  # orjson's own limit; the mapping's max_depth (default 32) is checked while flattening
 _MAX_READINGS_PER_PAYLOAD = 10_000
 _SWITCH = {"on": True, "off": False}
 _LOCAL_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?")
@@ -86,7 +92,7 @@ def _parse(payload: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         message = str(exc)
     if "depth limit" in message:
-        raise PayloadRejected("too_deep", f"nesting deeper than {MAX_DEPTH}") from None
+        raise PayloadRejected("too_deep", f"nesting deeper than {PARSER_MAX_DEPTH}") from None
     if "infinity" in message:
         raise PayloadRejected("non_finite_value", f"a number is out of range: {message}") from None
     # orjson calls NaN / Infinity an unexpected character; the slower stdlib parser, run only on this error
@@ -96,7 +102,7 @@ def _parse(payload: bytes) -> Any:
     except _NonFinite as exc:
         raise PayloadRejected("non_finite_value", f"{exc} is not a finite number") from None
     except RecursionError:
-        raise PayloadRejected("too_deep", f"nesting deeper than {MAX_DEPTH}") from None
+        raise PayloadRejected("too_deep", f"nesting deeper than {PARSER_MAX_DEPTH}") from None
     except (ValueError, UnicodeDecodeError):
         pass
     raise PayloadRejected("malformed_json", f"not valid JSON: {message}")
@@ -109,14 +115,30 @@ def _reject_constant(name: str) -> Any:
 def _timestamp_path(timestamp_field: str | None) -> tuple[str, ...] | None:
     if not timestamp_field:
         return None
-    return tuple(timestamp_field.split("."))
+    return _path(timestamp_field)
+
+
+@lru_cache(maxsize=256)
+def _path(dotted: str) -> tuple[str, ...]:
+    return tuple(dotted.split("."))
 
 
 def _to_reading(obj: dict[str, Any], depth: int, path: tuple[str, ...] | None, context: DecodeContext) -> Reading:
     if path is not None and len(path) > 1 and ".".join(path) in obj:
         path = (".".join(path),)  # a top-level key that contains dots, e.g. "sensor.ts"
+    device = _device(obj, context) if context.device_field else context.device
     fields: dict[str, FieldValue] = {}
-    _flatten(obj, "", depth, path, context, fields)
+    if context.root:
+        root = _path(context.root)
+        holder = _lookup(obj, root)
+        if not isinstance(holder, dict):
+            raise PayloadRejected("invalid_schema", f"no object at {context.root!r}")
+        skip = path[len(root) :] if path is not None and path[: len(root)] == root else None
+        _flatten(holder, "", depth + len(root), skip or None, context, fields)
+    else:
+        _flatten(obj, "", depth, path, context, fields)
+    if context.device_field and context.keep_strings:
+        fields.pop(context.device_field.replace(".", context.separator), None)  # the id is a tag, not a field
     raw_time = _lookup(obj, path) if path is not None else None
     if raw_time is None:
         time_ns, from_device = context.received_at_ns, False
@@ -125,8 +147,23 @@ def _to_reading(obj: dict[str, Any], depth: int, path: tuple[str, ...] | None, c
     fields = select_fields(fields, context)
     if not fields:
         raise PayloadRejected("empty_metrics", "no numeric, boolean or kept string field in the object")
-    reading_id = content_id(context.device, time_ns, fields)
-    return Reading(context.device, context.measurement, time_ns, fields, {}, reading_id, None, from_device)
+    reading_id = content_id(device, time_ns, fields)
+    return Reading(device, context.measurement, time_ns, fields, {}, reading_id, None, from_device)
+
+
+def _device(obj: dict[str, Any], context: DecodeContext) -> str:
+    """The device id the payload names at device_field; it must agree with the topic's, when there is one."""
+    assert context.device_field is not None
+    claimed = _lookup(obj, _path(context.device_field))
+    if claimed is None:
+        raise PayloadRejected("missing_device", f"no device id at {context.device_field!r}")
+    if not isinstance(claimed, str) or not claimed:
+        raise PayloadRejected("invalid_device_id", f"{context.device_field} is not a non-empty string")
+    if context.device and claimed != context.device:
+        raise PayloadRejected(
+            "device_mismatch", f"payload {context.device_field} {claimed[:128]!r} is not the topic's {context.device!r}"
+        )
+    return claimed
 
 
 def _flatten(
@@ -137,9 +174,9 @@ def _flatten(
     context: DecodeContext,
     out: dict[str, FieldValue],
 ) -> None:
-    """Recursion is bounded: a level deeper than MAX_DEPTH raises before it is entered (orjson caps at 1024)."""
-    if depth > MAX_DEPTH:
-        raise PayloadRejected("too_deep", f"nesting deeper than {MAX_DEPTH}")
+    """Recursion is bounded: a level deeper than max_depth raises before it is entered (orjson caps at 1024)."""
+    if depth > context.max_depth:
+        raise PayloadRejected("too_deep", f"nesting deeper than max_depth={context.max_depth}")
     for key, value in obj.items():
         if skip is not None and key == skip[0]:
             if len(skip) == 1:
@@ -166,17 +203,17 @@ def _flatten(
         elif kind is dict:
             _flatten(value, name, depth + 1, child_skip, context, out)
         elif kind is list:
-            _check_depth(value, depth + 1)
+            _check_depth(value, depth + 1, context.max_depth)
         # None: skipped
 
 
-def _check_depth(value: list[Any] | dict[str, Any], depth: int) -> None:
+def _check_depth(value: list[Any] | dict[str, Any], depth: int, max_depth: int) -> None:
     """Lists are skipped, but their nesting still counts against the limit."""
-    if depth > MAX_DEPTH:
-        raise PayloadRejected("too_deep", f"nesting deeper than {MAX_DEPTH}")
+    if depth > max_depth:
+        raise PayloadRejected("too_deep", f"nesting deeper than max_depth={max_depth}")
     for item in value if isinstance(value, list) else value.values():
         if isinstance(item, list | dict):
-            _check_depth(item, depth + 1)
+            _check_depth(item, depth + 1, max_depth)
 
 
 def _lookup(obj: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -21,7 +21,8 @@ rejected with `device_mismatch`; it is then dropped from the tags, since the rea
 A repeated tag or field key: the last one wins, as in InfluxDB. Fields then go through `select_fields`.
 
 Rejections: `invalid_line_protocol` (detail names the line number), `device_mismatch`, `empty_metrics`
-(no line, or a line whose fields were all filtered out), `too_many_readings`.
+(no line, or a line whose fields were all filtered out), `invalid_name` (a measurement longer than 256
+characters or unprintable, e.g. with a tab), `too_many_readings`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
 
 _MAX_READINGS_PER_PAYLOAD = 10_000
+_MAX_NAME_LENGTH = 256  # gateway.validate.MAX_NAME_LENGTH, for the measurement
 
 _MEASUREMENT = re.compile(r"(?:[^\\, \n]|\\[^\n])+")
 _KEY = re.compile(r"(?:[^\\,= \n]|\\[^\n])+")  # tag keys, tag values, field keys
@@ -112,6 +114,10 @@ def _line(text: str, pos: int, context: DecodeContext) -> tuple[Reading, int, in
     if match is None:
         raise _LineError("expected a measurement", pos)
     measurement = _unescape(_UNESCAPE_MEASUREMENT, match.group())
+    if len(measurement) > _MAX_NAME_LENGTH or not measurement.isprintable():
+        # The validator checks field and tag names, not the measurement: a format that takes it from the
+        # payload checks it as a name (a tab or NUL in it would reach the stores, unprintable).
+        raise PayloadRejected("invalid_name", f"measurement {measurement[:64]!r} is too long or unprintable")
     pos = match.end()
 
     tags: dict[str, str] = {}
@@ -179,7 +185,7 @@ def _line(text: str, pos: int, context: DecodeContext) -> tuple[Reading, int, in
     fields = select_fields(fields, context)
     if not fields:
         raise PayloadRejected("empty_metrics", "every field was filtered out")
-    reading_id = content_id(context.device, time_ns, fields)
+    reading_id = content_id(context.device, time_ns, fields, (measurement, tags))
     reading = Reading(context.device, measurement, time_ns, fields, tags, reading_id, None, from_device)
     return reading, line_end.end(), newlines
 

@@ -17,19 +17,21 @@ Field names (the choice this module makes):
   also has a value, so a field's name never depends on which other keys a device happened to send.
 
 Values: v -> float, vb -> bool, vs and vd (base64 data, kept as its text) -> string fields only when
-context.keep_strings, else skipped. Units are not stored and not checked (`u` and `bu` only name nameless
-records); `ut` is accepted and ignored. Any key ending in "_" is a must-understand extension this module does
+context.keep_strings, else skipped. Units are not stored; `u` and `bu` name nameless records, and a field whose
+metric rule names a unit (context.expected_unit) must be reported in it (`unit_mismatch`). `ut` is accepted and
+ignored. Any key ending in "_" is a must-understand extension this module does
 not know: the pack is rejected, as RFC 8428 section 4.4 requires. bver above 10 is rejected likewise.
 
 Reason codes: malformed_json, invalid_schema (not an array, a record not an object, a wrong type, no name, no
 value, two values for one field at one time), non_finite_value (NaN, infinities, numbers too large for a
-double), invalid_timestamp (a non-numeric or non-finite bt/t), empty_metrics (empty array),
+double), invalid_timestamp (a non-numeric or non-finite bt/t), empty_metrics (empty array, or no value left),
 too_many_readings.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from pydantic_core import from_json
@@ -43,6 +45,7 @@ from gateway.model import FieldValue, Reading
 SENML_VERSION = 10  # RFC 8428's version; packs of a later version may rely on semantics we do not know
 RELATIVE_LIMIT_S = 2**28
 _NS = 1_000_000_000
+_WHOLE_FLOAT = 2.0**53  # every double at least this large is a whole number
 _MAX_RECORDS = 10_000
 _KNOWN = frozenset({"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"})
 
@@ -72,9 +75,22 @@ def _string(record: dict[str, Any], key: str, index: int) -> str | None:
     raise PayloadRejected("invalid_schema", f"record {index}: {key} must be a string, not {type(value).__name__}")
 
 
+def _resolved(base: float | int, value: float | int, where: str) -> float:
+    """base + value as the float stored; a sum a double cannot hold is non_finite_value."""
+    try:
+        total = base + value
+    except OverflowError:  # an integer beyond a double plus a float: Python converts the integer first
+        total = math.inf
+    return finite_float(total, where)
+
+
 def _seconds_to_ns(seconds: float | int) -> int:
     # Float seconds keep microsecond precision, as in timestamps.epoch_to_ns: 1.320078429e+09 -> exact.
-    return seconds * _NS if isinstance(seconds, int) else round(seconds * 1_000_000) * 1000
+    if isinstance(seconds, int):
+        return seconds * _NS
+    if abs(seconds) >= _WHOLE_FLOAT:  # no fraction to keep, and seconds * 1e6 could overflow to infinity
+        return int(seconds) * _NS  # far out of range: the validator rejects it as timestamp_out_of_range
+    return round(seconds * 1_000_000) * 1000
 
 
 def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
@@ -128,13 +144,15 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         if not base_name + name:
             raise PayloadRejected("invalid_schema", f"record {index} has neither n nor bn")
         field = name or u or base_unit or context.topic_metric or "value"
+        if context.expected_unit is not None:
+            _check_unit(context.rename.get(field, field), u or base_unit, context.expected_unit)
 
         values: list[tuple[str, FieldValue]] = []
         given = [key for key, value in (("v", v), ("vs", vs), ("vb", vb), ("vd", vd)) if value is not None]
         if len(given) > 1:
             raise PayloadRejected("invalid_schema", f"record {index} has more than one value: {', '.join(given)}")
         if v is not None:
-            values.append((field, finite_float(base_value + v, f"record {index}: v")))
+            values.append((field, _resolved(base_value, v, f"record {index}: v")))
         elif vb is not None:
             values.append((field, vb))
         elif vs is not None or vd is not None:
@@ -143,7 +161,7 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         elif s is None:
             raise PayloadRejected("invalid_schema", f"record {index} ({field!r}) has no value and no sum")
         if s is not None:
-            values.append((f"{field}{context.separator}sum", finite_float(base_sum + s, f"record {index}: s")))
+            values.append((f"{field}{context.separator}sum", _resolved(base_sum, s, f"record {index}: s")))
 
         time_ns = _seconds_to_ns(base_time) + _seconds_to_ns(t or 0)
         if time_ns < RELATIVE_LIMIT_S * _NS:
@@ -165,4 +183,13 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         readings.append(
             Reading(context.device, context.measurement, time_ns, fields, {}, reading_id, None, from_device)
         )
+    if not readings:
+        # Accepted without a reading, the pack would be neither stored nor dead-lettered: it would vanish.
+        raise PayloadRejected("empty_metrics", "no value left in the pack (strings not kept, or filtered out)")
     return readings
+
+
+def _check_unit(field: str, unit: str | None, expected_unit: Callable[[str], str | None]) -> None:
+    wanted = expected_unit(field)
+    if wanted is not None and unit is not None and unit != wanted:
+        raise PayloadRejected("unit_mismatch", f"{field[:128]!r} is reported in {unit[:32]!r}, not {wanted!r}")

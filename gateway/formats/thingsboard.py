@@ -10,11 +10,12 @@
 * Nested objects are flattened, joining keys with context.separator: {"ENERGY": {"Power": 1}} -> ENERGY_Power.
   A flattened name that collides with another field is rejected.
 * Field names must be non-empty; include / exclude / rename apply to the flattened names. An element whose
-  fields are all skipped or filtered out yields no reading.
+  fields are all skipped or filtered out yields no reading; a payload that yields none is empty_metrics.
 
 Reason codes: malformed_json, invalid_schema (not an object or array, empty or colliding field names, values not
-an object), invalid_timestamp (ts not a number), non_finite_value (NaN, infinities, numbers too large for a
-double), empty_metrics (empty payload object or array), too_many_readings.
+an object), too_deep (nesting deeper than context.max_depth), invalid_timestamp (ts not a number),
+non_finite_value (NaN, infinities, numbers too large for a double), empty_metrics (empty payload object or
+array, or no value left in the whole payload), too_many_readings.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
 
 _MAX_MESSAGES = 10_000
-_MAX_DEPTH = 32
+_WHOLE_FLOAT = 2.0**53  # every double at least this large is a whole number
 
 
 def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
@@ -56,6 +57,9 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         reading = _to_reading(message, index, context)
         if reading is not None:
             readings.append(reading)
+    if not readings:
+        # Accepted without a reading, the message would be neither stored nor dead-lettered: it would vanish.
+        raise PayloadRejected("empty_metrics", "no numeric, boolean or kept string value in the payload")
     return readings
 
 
@@ -91,12 +95,14 @@ def _ms_to_ns(ts: Any, index: int) -> int:
         return ts * 1_000_000
     if not math.isfinite(ts):
         raise PayloadRejected("invalid_timestamp", f"element {index}: ts is NaN or infinite")
+    if abs(ts) >= _WHOLE_FLOAT:  # no fraction to keep, and ts * 1000 could overflow to infinity
+        return int(ts) * 1_000_000  # far out of range: the validator rejects it as timestamp_out_of_range
     return round(ts * 1000) * 1000  # float milliseconds, kept to the microsecond
 
 
 def _flatten(obj: dict[str, Any], prefix: str, depth: int, context: DecodeContext, out: dict[str, FieldValue]) -> None:
-    if depth > _MAX_DEPTH:
-        raise PayloadRejected("invalid_schema", f"{prefix[:128]!r} is nested more than {_MAX_DEPTH} levels deep")
+    if depth > context.max_depth:
+        raise PayloadRejected("too_deep", f"{prefix[:128]!r} is nested deeper than max_depth={context.max_depth}")
     for key, value in obj.items():
         if not key:
             raise PayloadRejected("invalid_schema", f"empty field name under {prefix[:128] or 'the top level'!r}")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.model import Reading
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 
 class Sink(Protocol):
@@ -18,3 +21,17 @@ class Sink(Protocol):
         writing the same reading twice leaves one copy (same series and timestamp overwrite)."""
 
     def close(self) -> None: ...
+
+
+def build_sinks(config: GatewayConfig) -> list[Sink]:
+    """The sinks the configuration names (`gateway run`, `gateway deadletter replay`)."""
+    sinks: list[Sink] = []
+    if config.influx is not None:
+        from gateway.sinks.influx import InfluxSink  # noqa: PLC0415 - influxdb-client is slow to import
+
+        sinks.append(InfluxSink(config.influx))
+    if config.sqlite is not None:
+        from gateway.sinks.sqlite import SqliteSink  # noqa: PLC0415
+
+        sinks.append(SqliteSink(config.sqlite))
+    return sinks
