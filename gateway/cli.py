@@ -1,4 +1,4 @@
-"""Command line: `gateway run`, `gateway check-config`, `gateway demo`, `gateway query`."""
+"""Command line: `gateway run`, `check-config`, `demo`, `query`, `deadletter list|replay`, `rules check|test`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import typer
 import yaml
 
 from gateway.config import GatewayConfig, load_config, masked_dump
-from gateway.errors import ConfigError, DemoError
+from gateway.errors import ConfigError, DemoError, ReplayError
 from gateway.pipeline import Pipeline
 from gateway.query import device_counts, format_pairs, iter_table_lines, latest_readings, open_readonly, rfc3339
-from gateway.sinks import Sink
+from gateway.replay import Example, ReplayReport, list_rejected, parse_since, replay
+from gateway.rules_cli import rules_app
+from gateway.sinks import build_sinks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="IoT telemetry ingestion gateway.")
 
@@ -34,19 +36,6 @@ def _load(path: Path | None) -> GatewayConfig:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
-
-
-def build_sinks(config: GatewayConfig) -> list[Sink]:
-    sinks: list[Sink] = []
-    if config.influx is not None:
-        from gateway.sinks.influx import InfluxSink  # noqa: PLC0415 - influxdb-client is slow to import
-
-        sinks.append(InfluxSink(config.influx))
-    if config.sqlite is not None:
-        from gateway.sinks.sqlite import SqliteSink  # noqa: PLC0415
-
-        sinks.append(SqliteSink(config.sqlite))
-    return sinks
 
 
 @app.command("check-config")
@@ -175,6 +164,139 @@ def _print_table(
         return
     for line in iter_table_lines(headers, rows, right_aligned):
         typer.echo(line)
+
+
+deadletter_app = typer.Typer(
+    no_args_is_help=True, help="Rejected messages kept in the journal: list them, replay them through the config."
+)
+app.add_typer(deadletter_app, name="deadletter")
+app.add_typer(rules_app, name="rules")
+
+ReasonOption = Annotated[str | None, typer.Option(help="Only messages rejected for this reason (e.g. invalid_schema).")]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Only messages received since then: RFC 3339 (2026-11-27T10:00:00Z) or a duration (30m, 1h, 2d)."
+    ),
+]
+
+
+def _since_ns(since: str | None) -> int | None:
+    if since is None:
+        return None
+    try:
+        return parse_since(since)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+
+
+def _filters_text(reason: str | None, since: str | None) -> str:
+    shown = [f"reason {reason}"] if reason else []
+    shown += [f"since {since}"] if since else []
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def _echo_examples(examples: list[Example], more: int) -> None:
+    for example in examples:
+        typer.echo(f"    {rfc3339(example.received_ns)}  {example.topic}  {example.detail}")
+        typer.echo(f"      payload: {example.payload}")
+    if more > 0:
+        typer.echo(f"    ... and {more:,} more")
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    config: ConfigOption = None,
+    reason: ReasonOption = None,
+    since: SinceOption = None,
+    examples: Annotated[int, typer.Option(min=0, help="Examples shown per reason (the newest).")] = 3,
+) -> None:
+    """Show the rejected messages kept in the journal, grouped by reason, with examples."""
+    loaded = _load(config)
+    since_ns = _since_ns(since)
+    try:
+        summaries = list_rejected(loaded.journal.path, reason, since_ns, examples)
+    except ReplayError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    path = loaded.journal.path
+    if not summaries:
+        typer.echo(f"no rejected messages in {path}{_filters_text(reason, since)}")
+        return
+    total = sum(s.messages for s in summaries)
+    typer.echo(
+        f"{_count(total, 'rejected message')} in {path}{_filters_text(reason, since)} "
+        f"(at most journal.max_rejected={loaded.journal.max_rejected:,} are kept, the oldest dropped first):"
+    )
+    for summary in summaries:
+        unreplayable = (
+            f", {summary.not_replayable:,} too large to replay (only their first bytes are kept)"
+            if summary.not_replayable
+            else ""
+        )
+        typer.echo("")
+        typer.echo(
+            f"  {summary.reason}: {_count(summary.messages, 'message')}, first {rfc3339(summary.first_ns)}, "
+            f"last {rfc3339(summary.last_ns)}{unreplayable}"
+        )
+        _echo_examples(summary.examples, summary.messages - len(summary.examples))
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    config: ConfigOption = None,
+    reason: ReasonOption = None,
+    since: SinceOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would happen; write nothing.")] = False,
+) -> None:
+    """Run the rejected messages kept in the journal through the current config; store what now passes, once."""
+    loaded = _load(config)
+    since_ns = _since_ns(since)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        report = replay(loaded, reason, since_ns, dry_run=dry_run)
+    except ReplayError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _echo_replay(report, loaded.journal.path, _filters_text(reason, since))
+
+
+def _echo_replay(report: ReplayReport, path: Path, filters: str) -> None:
+    if report.matched == 0:
+        typer.echo(f"nothing to replay: no rejected messages in {path}{filters}")
+        return
+    matched = _count(report.matched, "rejected message")
+    duplicates = _count(report.duplicates, "duplicate reading")
+    if report.dry_run:
+        typer.echo(
+            f"dry run, nothing written: of {matched} in {path}{filters}, {report.replayed:,} would be stored as "
+            f"{_count(report.readings_stored, 'reading')} ({duplicates} dropped)"
+        )
+    else:
+        typer.echo(
+            f"replayed {report.replayed:,} of {matched} in {path}{filters} -> "
+            f"{_count(report.readings_stored, 'reading')} stored ({', '.join(report.sinks)}), {duplicates} dropped"
+            + ("; the replayed messages are removed from the journal" if report.replayed else "")
+        )
+    if report.not_replayable:
+        typer.echo(
+            f"skipped {_count(report.not_replayable, 'message')} larger than validation.max_payload_bytes: only "
+            "their first bytes are kept, so they cannot be replayed"
+        )
+    still = sum(report.still_rejected.values())
+    if not still:
+        typer.echo("still rejected: none")
+        return
+    verb = "would stay" if report.dry_run else "kept"
+    typer.echo(f"still rejected ({verb} in the journal, with the reason the current config gives): {still:,}")
+    for reason, count in report.still_rejected.most_common():
+        typer.echo(f"  {reason}: {count:,}")
+        examples = report.examples.get(reason, [])
+        _echo_examples(examples, count - len(examples))
 
 
 def main() -> None:
