@@ -61,7 +61,10 @@ def run(config: ConfigOption = None) -> None:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    Pipeline(loaded, build_sinks(loaded)).run(stop)
+    pipeline = Pipeline(loaded, build_sinks(loaded))
+    # SIGHUP re-reads the alert rules (an invalid file is refused and the old rules stay).
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: pipeline.request_rules_reload())
+    pipeline.run(stop)
 
 
 DEMO_DB = Path("data/demo.db")

@@ -179,6 +179,43 @@ class SqliteConfig(BatchingConfig):
     path: Path = Field(Path("data/gateway.db"), description="SQLite database file (created if missing).")
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+
+
+class WebhookConfig(BatchingConfig):
+    """Alert points (measurement `alerts`) posted as JSON; every other reading passes it by."""
+
+    url: str = Field(description="Receiver of the alerts' JSON POST (http:// or https://).")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Extra request headers, e.g. Authorization. Values are secrets: never logged, masked by "
+        "check-config; prefer GATEWAY_WEBHOOK__HEADERS__<NAME>.",
+    )
+    timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one POST.")
+    batch_size: int = Field(100, ge=1, le=1_000_000, description="Alerts per POST, at most.")
+    flush_interval_ms: int = Field(
+        200, ge=1, le=60_000, description="A partial batch is posted after this long; bounds alert latency."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r}")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"not a valid header name: {name!r}")
+            if any(c in value.get_secret_value() for c in "\r\n\0"):
+                raise ValueError(f"the value of header {name!r} holds a line break or NUL")
+        return headers
+
+
 class JournalConfig(Section):
     path: Path = Field(
         Path("data/journal.db"),
@@ -373,6 +410,28 @@ class HttpConfig(Section):
     port: int = Field(9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 turns it off.")
 
 
+class AlertsConfig(Section):
+    rules_file: Path | None = Field(
+        None, description="Alert rules (YAML, see config/rules.example.yaml); unset: no alerts. Reloaded on SIGHUP."
+    )
+    topic: str = Field(
+        "alerts/{device}/{rule}",
+        description="MQTT topic of notifications (QoS 1): retained while firing, cleared when resolved.",
+    )
+
+    @field_validator("rules_file")
+    @classmethod
+    def _rules_load(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            from gateway.alerts import load_rules  # noqa: PLC0415 - the rules package imports this module
+
+            try:
+                load_rules(path)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return path
+
+
 class SelfMetricsConfig(Section):
     interval_s: float = Field(
         10.0,
@@ -397,6 +456,10 @@ class GatewayConfig(BaseSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection and session.")
     influx: InfluxConfig | None = Field(None, description="InfluxDB 2.x sink; runs when present.")
     sqlite: SqliteConfig | None = Field(None, description="SQLite sink, the embedded default; runs when present.")
+    webhook: WebhookConfig | None = Field(
+        None,
+        description="Posts alerts to an HTTP receiver; runs when present, beside influx or sqlite (still needed).",
+    )
     journal: JournalConfig = Field(default_factory=JournalConfig, description="Durable local state.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate suppression window.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Input limits.")
@@ -404,6 +467,7 @@ class GatewayConfig(BaseSettings):
         default_factory=lambda: [MappingConfig()], min_length=1, description="Topic mappings, tried in order."
     )
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health endpoint.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert rules and their outputs.")
     self_metrics: SelfMetricsConfig = Field(
         default_factory=SelfMetricsConfig, description="The gateway's own counters, written to the sinks."
     )
@@ -464,7 +528,7 @@ def describe_errors(exc: ValidationError) -> str:
 
 
 def _is_secret(key: str) -> bool:
-    return any(word in key for word in ("password", "token"))
+    return any(word in key for word in ("password", "token", "headers"))
 
 
 def _redact(value: Any) -> Any:

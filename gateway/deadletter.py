@@ -23,7 +23,7 @@ def topic_for(template: str, rejection: Rejection) -> str:
     topic = template.replace("{device}", device)
     # A device id near MQTT's 65,535-byte topic limit (a rejected one: too long) makes a longer dead-letter
     # topic, which paho refuses with ValueError on the network thread.
-    if False:
+    if len(topic.encode()) > MAX_TOPIC_BYTES:
         topic = template.replace("{device}", UNKNOWN_DEVICE)
     return topic
 

@@ -10,7 +10,9 @@ Schema:
     outbox(seq INTEGER PRIMARY KEY, readings BLOB, bytes INTEGER)   -- one row a chunk; readings as JSON arrays
     cursors(sink TEXT PRIMARY KEY, upto INTEGER)                    -- highest seq the sink has stored
     dedup(seq INTEGER PRIMARY KEY, seen_ns INTEGER, n INTEGER, keys BLOB)  -- a chunk's (device, reading id)s
-    deadletters(seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB)  -- until the broker acknowledged them
+    deadletters(seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB, retain INTEGER)  -- MQTT messages to
+                  publish (dead letters, alert notifications) until the broker acknowledged them
+    alert_state(id INTEGER PRIMARY KEY CHECK (id = 1), snapshot BLOB)  -- the alert engine's state
     rejected(seq INTEGER PRIMARY KEY, received_ns INTEGER, reason TEXT, detail TEXT, topic TEXT, device TEXT,
              measurement TEXT, payload BLOB, payload_bytes INTEGER, truncated INTEGER)
 
@@ -20,7 +22,7 @@ the oldest are dropped first and counted. `payload` is the original payload, or 
 larger than validation.max_payload_bytes (`truncated` = 1: such a message cannot be replayed). `measurement` is
 set only for a reading a store refused (its payload is then that reading, deadletter.reading_payload).
 `dedup.seq` is its own sequence (not the outbox's), so `gateway deadletter replay` can add keys while the
-gateway runs.
+gateway runs. `alert_state` is replaced in the commit that carries the notifications that changed it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, upto INTEGER NOT NULL
 CREATE TABLE IF NOT EXISTS dedup (
     seq INTEGER PRIMARY KEY, seen_ns INTEGER NOT NULL, n INTEGER NOT NULL, keys BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS deadletters (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS deadletters (
+    seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, retain INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS alert_state (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rejected (
     seq INTEGER PRIMARY KEY, received_ns INTEGER NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
     topic TEXT NOT NULL, device TEXT, measurement TEXT,
@@ -74,9 +79,12 @@ class OutboxChunk(NamedTuple):
 
 
 class PendingDeadLetter(NamedTuple):
+    """An MQTT message the journal holds until the broker acknowledges it: a dead letter or a notification."""
+
     seq: int
     topic: str
     payload: bytes
+    retain: bool = False
 
 
 def _encode(readings: Sequence[Reading]) -> bytes:
@@ -106,6 +114,9 @@ def _open(path: Path) -> sqlite3.Connection:
     conn = open_wal(path, SCHEMA)
     try:
         conn.execute("PRAGMA quick_check").fetchone()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(deadletters)")}
+        if "retain" not in columns:  # a journal written before alert notifications existed
+            conn.execute("ALTER TABLE deadletters ADD COLUMN retain INTEGER NOT NULL DEFAULT 0")
     except sqlite3.DatabaseError:
         conn.close()
         raise
@@ -166,6 +177,8 @@ class Journal:
         readings: Sequence[Reading],
         deadletters: Sequence[tuple[str, bytes]],
         rejected: Sequence[Rejection] = (),
+        notifications: Sequence[tuple[str, bytes, bool]] = (),
+        alert_state: bytes | None = None,
     ) -> tuple[int, list[PendingDeadLetter], int]:
         """One transaction: the chunk's readings, their dedup keys, its dead-letter records, its rejected
         messages. Returns the chunk's outbox seq (or the last one when there were no readings), the dead letters
@@ -183,8 +196,12 @@ class Journal:
                 add_dedup_keys(conn, readings, time.time_ns())
             for topic, payload in deadletters:
                 pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload))
+            for topic, payload, retain in notifications:
+                pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload, retain))
             if pending:
-                conn.executemany("INSERT INTO deadletters VALUES (?, ?, ?)", pending)
+                conn.executemany("INSERT INTO deadletters VALUES (?, ?, ?, ?)", pending)
+            if alert_state is not None:
+                conn.execute("INSERT OR REPLACE INTO alert_state VALUES (1, ?)", (alert_state,))
             if rejected:
                 rows, dropped, data_version = self._keep_rejected(rejected)
             conn.execute("COMMIT")
@@ -245,8 +262,12 @@ class Journal:
         self._conn.executemany("DELETE FROM deadletters WHERE seq = ?", [(s,) for s in seqs])
 
     def pending_deadletters(self) -> list[PendingDeadLetter]:
-        rows = self._conn.execute("SELECT seq, topic, payload FROM deadletters ORDER BY seq").fetchall()
-        return [PendingDeadLetter(*row) for row in rows]
+        rows = self._conn.execute("SELECT seq, topic, payload, retain FROM deadletters ORDER BY seq").fetchall()
+        return [PendingDeadLetter(seq, topic, payload, bool(retain)) for seq, topic, payload, retain in rows]
+
+    def alert_state(self) -> bytes | None:
+        row = self._conn.execute("SELECT snapshot FROM alert_state WHERE id = 1").fetchone()
+        return None if row is None else bytes(row[0])
 
     def recent_dedup_keys(self, since_ns: int) -> Iterator[tuple[tuple[str, str], int]]:
         """Keys seen since `since_ns`, oldest first, to refill the in-memory window (which keeps its bound)."""

@@ -31,6 +31,8 @@ class Chunk(NamedTuple):
     deadletters: list[tuple[str, bytes]]  # (topic, record)
     tokens: list[AckToken | None]  # one per message, rejected and duplicate ones included
     rejected: list[Rejection]  # kept in the journal for `gateway deadletter replay`
+    notifications: list[tuple[str, bytes, bool]]  # alert messages to publish: (topic, payload, retain)
+    alert_state: bytes | None = None  # the alert engine's state after this chunk, when it changed
 
 
 class JournalWriter:
@@ -134,10 +136,12 @@ class JournalWriter:
         readings = [r for chunk in batch for r in chunk.readings]
         records = [d for chunk in batch for d in chunk.deadletters]
         rejected = [r for chunk in batch for r in chunk.rejected]
+        notifications = [n for chunk in batch for n in chunk.notifications]
+        alert_state = next((c.alert_state for c in reversed(batch) if c.alert_state is not None), None)
         backoff = Backoff(0.1, 5.0)
         while True:
             try:
-                seq, pending, dropped = self.journal.commit(readings, records, rejected)
+                seq, pending, dropped = self.journal.commit(readings, records, rejected, notifications, alert_state)
                 break
             except JournalError as exc:
                 # Nothing of this batch is acknowledged; the broker keeps it. Disk full usually passes.

@@ -32,6 +32,7 @@ class Stats:
         self.deadletters_published = 0
         self.journal_commits = 0
         self.rejected_dropped = 0
+        self.alert_notifications: Counter[str] = Counter()
 
     def rejected_total(self) -> int:
         return sum(self.messages_rejected.values())
@@ -129,6 +130,12 @@ class StatsCollector(Collector):
         for sink, chunks in sorted(self._sink_pending_chunks().items()):
             pending.add_metric([sink], chunks)
         yield pending
+        notified = CounterMetricFamily(
+            "gateway_alert_notifications", "Alert notifications sent, by transition.", labels=["transition"]
+        )
+        for transition, count in sorted(s.alert_notifications.items()):
+            notified.add_metric([transition], count)
+        yield notified
         yield GaugeMetricFamily(
             "gateway_broker_connected",
             "1 while connected to the broker.",

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from gateway import deadletter
+from gateway.alerting import AlertStage
+from gateway.alerts import Alert
 from gateway.config import BatchingConfig, GatewayConfig
 from gateway.http import StatusServer
 from gateway.ingest import Ingestor
@@ -34,6 +36,7 @@ from gateway.sinks import Sink
 from gateway.source import MqttSource
 
 log = logging.getLogger(__name__)
+_ALERT_TICK_NS = 250_000_000  # deadman and repeat timers are checked this often (between bursts)
 
 
 class Pipeline:
@@ -41,7 +44,7 @@ class Pipeline:
         self.config = config
         self.stats = Stats()
         self.ingestor = Ingestor(config)
-        self._chunk = Chunk([], [], [], [])
+        self._chunk = _new_chunk()
         self._stopping = threading.Event()
         self.journal = Journal(
             config.journal.path,
@@ -50,6 +53,14 @@ class Pipeline:
             _replayable_payload_bytes(config),
         )
         self._refill_dedup_window()
+        self.alerts: AlertStage | None = None
+        self._reload_requested = threading.Event()
+        self._next_alert_tick = 0
+        if config.alerts.rules_file is not None:
+            self.alerts = AlertStage(config.alerts, config.alerts.rules_file)
+            ended = self.alerts.restore(self.journal.alert_state(), time.time_ns())
+            if ended:
+                self._add_alerts(ended)
         self.source = MqttSource(
             config.mqtt,
             self.ingestor.topic_filters,
@@ -88,7 +99,7 @@ class Pipeline:
             config.self_metrics.instance or config.mqtt.client_id,
             config.self_metrics.interval_s,
             self._self_metric_values,
-            lambda reading: self.writer.put(Chunk([reading], [], [], [])),
+            lambda reading: self.writer.put(Chunk([reading], [], [], [], [])),
         )
         self.http: StatusServer | None = None
         if config.http.port:
@@ -139,16 +150,51 @@ class Pipeline:
             stats.readings_receive_timestamped += outcome.receive_timestamped
             stats.readings_late += outcome.late
             chunk.readings.extend(outcome.readings)
+            if self.alerts is not None and (outcome.readings or outcome.sequence_events):
+                found = self.alerts.on_readings(outcome.readings, outcome.sequence_events, raw.received_at_ns)
+                if found:
+                    self._add_alerts(found)
         chunk.tokens.append(raw.ack_token)
+
+    def _add_alerts(self, alerts: list[Alert]) -> None:
+        """Notifications join the current chunk: committed with the readings (and engine state) behind them."""
+        assert self.alerts is not None
+        points, notifications = self.alerts.outputs(alerts)
+        self._chunk.readings.extend(points)
+        self._chunk.notifications.extend(notifications)
+        for alert in alerts:
+            if alert.notify:
+                self.stats.alert_notifications[alert.transition] += 1
+
+    def _run_alert_timers(self) -> None:
+        """On the network thread, between bursts: deadman and repeat timers, and a requested rules reload."""
+        assert self.alerts is not None
+        now = time.time_ns()
+        if self._reload_requested.is_set():
+            self._reload_requested.clear()
+            self._add_alerts(self.alerts.reload(now))
+        if now >= self._next_alert_tick:
+            self._next_alert_tick = now + _ALERT_TICK_NS
+            found = self.alerts.tick(now)
+            if found:
+                self._add_alerts(found)
+
+    def request_rules_reload(self) -> None:
+        """SIGHUP: the network thread re-reads the rules file at its next turn."""
+        self._reload_requested.set()
 
     def _deadletter_record(self, rejection: Rejection) -> tuple[str, bytes]:
         return deadletter.topic_for(self.config.mqtt.deadletter_topic, rejection), deadletter.record(rejection)
 
     def _seal_chunk(self) -> None:
+        if self.alerts is not None:
+            self._run_alert_timers()
         chunk = self._chunk
-        if not chunk.tokens:
+        if not chunk.tokens and not chunk.readings and not chunk.notifications:
             return
-        self._chunk = Chunk([], [], [], [])
+        self._chunk = _new_chunk()
+        if self.alerts is not None:
+            chunk = chunk._replace(alert_state=self.alerts.state_if_changed())
         self._sealed_messages += len(chunk.tokens)
         self.writer.put(chunk)
 
@@ -178,7 +224,7 @@ class Pipeline:
             records.append(self._deadletter_record(rejection))
             rejections.append(rejection)
         # A chunk with dead letters only: the journal thread commits and publishes it like any other.
-        self.writer.put(Chunk([], records, [], rejections))
+        self.writer.put(Chunk([], records, [], rejections, []))
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -245,6 +291,10 @@ def _replayable_payload_bytes(config: GatewayConfig) -> int:
         m.validation.max_payload_bytes for m in config.mappings if m.validation and m.validation.max_payload_bytes
     ]
     return max(limits)
+
+
+def _new_chunk() -> Chunk:
+    return Chunk([], [], [], [], [])
 
 
 def _batching(config: GatewayConfig, sink_name: str) -> BatchingConfig:

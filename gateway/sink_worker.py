@@ -159,9 +159,11 @@ class SinkWorker:
                 log.error("sink %s refused reading %s: %s", name, readings[0].reading_id, exc)
                 self._deadletter(f"{name}: {exc}", readings)
             else:
-                # Device readings only: the gateway's own points (its metrics, alerts) are not what it received.
-                own = sum(1 for r in readings if r.measurement in RESERVED_MEASUREMENTS)
-                self._stats.readings_stored[name] += len(readings) - own
+                # Device readings only: the gateway's own points (its metrics, alerts) are not what it received,
+                # and a sink that stores none of them (the webhook) does not count at all.
+                if getattr(self.sink, "counts_readings", True):
+                    own = sum(1 for r in readings if r.measurement in RESERVED_MEASUREMENTS)
+                    self._stats.readings_stored[name] += len(readings) - own
                 self._stats.sink_writes[name] += 1
             self.healthy = True
             return True

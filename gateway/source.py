@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import MqttConfig
+from gateway.journal import PendingDeadLetter
 from gateway.model import RawMessage
 from gateway.retry import Backoff
 
@@ -87,7 +88,7 @@ class MqttSource:
         self._on_burst_end = on_burst_end
         self._can_read = can_read
         self._on_published = on_published
-        self._outgoing: deque[tuple[int, str, bytes]] = deque()  # (caller's id, topic, payload)
+        self._outgoing: deque[PendingDeadLetter] = deque()  # (caller's id, topic, payload, retain)
         self._publishing: dict[int, int] = {}  # packet id -> caller's id, until the broker's PUBACK
         self._published: list[int] = []
         self._generation = 0
@@ -118,8 +119,8 @@ class MqttSource:
             with contextlib.suppress(BlockingIOError):  # already full of wake-ups: fine
                 self._wake_w.send(b"\0")
 
-    def send(self, messages: Iterable[tuple[int, str, bytes]]) -> None:
-        """Publish (id, topic, payload) at QoS 1; `on_published` gets the ids the broker acknowledged.
+    def send(self, messages: Iterable[PendingDeadLetter]) -> None:
+        """Publish (id, topic, payload, retain) at QoS 1; `on_published` gets the ids the broker acknowledged.
         Thread-safe; paho keeps unacknowledged ones across reconnects."""
         self._outgoing.extend(messages)
         self._wake()
@@ -231,8 +232,8 @@ class MqttSource:
 
     def _send_publishes(self) -> None:
         while self._outgoing:
-            caller_id, topic, payload = self._outgoing.popleft()
-            info = self._client.publish(topic, payload, qos=1)
+            caller_id, topic, payload, retain = self._outgoing.popleft()
+            info = self._client.publish(topic, payload, qos=1, retain=retain)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 log.error("could not queue a publish to %s: %s", topic, mqtt.error_string(info.rc))
                 continue

@@ -47,8 +47,9 @@ class Validator:
                 f"device id of {len(device)} characters, more than device_id_max_length="
                 f"{self.config.device_id_max_length}",
             )
-        # fullmatch: with match(), `$` also matches before a trailing newline, so 'dev\n' would pass.
-        if self._device_re.fullmatch(device) is None:
+        # fullmatch: with match(), `$` also matches before a trailing newline, so 'dev\n' would pass. Unprintable
+        # characters are refused whatever the pattern allows: a newline would split a line-protocol point.
+        if self._device_re.fullmatch(device) is None or not device.isprintable():
             raise PayloadRejected(
                 "invalid_device_id", f"device id {device[:128]!r} does not match validation.device_id_pattern"
             )

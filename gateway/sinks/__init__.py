@@ -34,4 +34,8 @@ def build_sinks(config: GatewayConfig) -> list[Sink]:
         from gateway.sinks.sqlite import SqliteSink  # noqa: PLC0415
 
         sinks.append(SqliteSink(config.sqlite))
+    if config.webhook is not None:
+        from gateway.sinks.webhook import WebhookSink  # noqa: PLC0415
+
+        sinks.append(WebhookSink(config.webhook))
     return sinks
