@@ -18,6 +18,7 @@ once: its effects were never committed either.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,16 +55,32 @@ class AlertStage:
         self.rules_file = rules_file
         self.engine = AlertEngine(load_rules(rules_file))
         self.changed = False  # transitions since the state was last handed to the journal
-        self.counts: dict[str, int] = {}  # notifications by transition
+        self.firing: Counter[str] = Counter()  # episodes firing now, by rule (read by the metrics scrape)
+        self._firing_pairs: set[tuple[str, str]] = set()
 
     def restore(self, saved: bytes | None, now_ns: int) -> list[Alert]:
         if not saved:
             return []
         try:
-            return self.engine.restore(saved, now_ns)
+            ended = self.engine.restore(saved, now_ns)
         except SnapshotError as exc:
             log.error("alert state in the journal is unreadable (%s); starting with no alerts", exc)
             return []
+        for rule, device in self.engine.firing():
+            self._count(rule, device, firing=True)
+        return ended
+
+    def firing_by_rule(self) -> dict[str, int]:
+        return dict(self.firing)
+
+    def _count(self, rule: str, device: str, firing: bool) -> None:
+        pair = (rule, device)
+        if firing and pair not in self._firing_pairs:
+            self._firing_pairs.add(pair)
+            self.firing[rule] += 1
+        elif not firing and pair in self._firing_pairs:
+            self._firing_pairs.discard(pair)
+            self.firing[rule] -= 1
 
     def on_readings(
         self, readings: Sequence[Reading], events: Sequence[SequenceEvent], received_ns: int
@@ -104,7 +121,7 @@ class AlertStage:
             if not alert.notify:
                 continue
             self.changed = True
-            self.counts[alert.transition] = self.counts.get(alert.transition, 0) + 1
+            self._count(alert.rule, alert.device, firing=alert.transition != "resolved")
             points.append(alert_point(alert))
             topic = self._config.topic.replace("{device}", alert.device).replace("{rule}", alert.rule)
             body = alert_json(alert)
@@ -122,6 +139,7 @@ class AlertStage:
                 alert.value,
                 alert.threshold,
                 alert.reading_id,
+                extra={"correlation_id": alert.reading_id, "rule": alert.rule, "device": alert.device},
             )
         return AlertOutputs(points, notifications)
 

@@ -15,6 +15,7 @@ import yaml
 
 from gateway.config import GatewayConfig, load_config, masked_dump
 from gateway.errors import ConfigError, DemoError, ReplayError
+from gateway.logs import configure as configure_logging
 from gateway.pipeline import Pipeline
 from gateway.query import device_counts, format_pairs, iter_table_lines, latest_readings, open_readonly, rfc3339
 from gateway.replay import Example, ReplayReport, list_rejected, parse_since, replay
@@ -50,9 +51,7 @@ def check_config(config: ConfigOption = None) -> None:
 def run(config: ConfigOption = None) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     loaded = _load(config)
-    logging.basicConfig(
-        level=loaded.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(loaded.log.level, loaded.log.format)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

@@ -446,6 +446,9 @@ class SelfMetricsConfig(Section):
 
 class LogConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json (a JSON object a line, for machines), console (readable), auto: console on a TTY."
+    )
 
 
 class GatewayConfig(BaseSettings):

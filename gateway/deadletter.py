@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import zlib
 from datetime import UTC, datetime
 
 import orjson
@@ -35,6 +36,13 @@ def reading_payload(reading: Reading) -> bytes:
     )
 
 
+def correlation_id(rejection: Rejection) -> str:
+    """The id a rejected message is known by in logs, dead-letter records and the journal (it has no reading
+    id): receive time and a checksum of topic and payload, so a redelivered copy gets the same id."""
+    checksum = zlib.crc32(rejection.payload, zlib.crc32(rejection.topic.encode()))
+    return f"rej-{rejection.received_at_ns:x}-{checksum:08x}"
+
+
 def record(rejection: Rejection) -> bytes:
     payload = rejection.payload
     truncated = len(payload) > MAX_PAYLOAD_IN_RECORD
@@ -42,6 +50,7 @@ def record(rejection: Rejection) -> bytes:
     body: dict[str, object] = {
         "topic": rejection.topic,
         "device": rejection.device,
+        "correlation_id": correlation_id(rejection),
         "reason": rejection.reason,
         "detail": rejection.detail,
         "received_at": datetime.fromtimestamp(rejection.received_at_ns / 1e9, UTC).isoformat(),

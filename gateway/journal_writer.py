@@ -139,6 +139,7 @@ class JournalWriter:
         notifications = [n for chunk in batch for n in chunk.notifications]
         alert_state = next((c.alert_state for c in reversed(batch) if c.alert_state is not None), None)
         backoff = Backoff(0.1, 5.0)
+        started = time.perf_counter()
         while True:
             try:
                 seq, pending, dropped = self.journal.commit(readings, records, rejected, notifications, alert_state)
@@ -151,6 +152,8 @@ class JournalWriter:
                 time.sleep(delay)
         self.failed = None
         self._stats.journal_commits += 1
+        self._stats.commit_seconds.observe(time.perf_counter() - started)
+        self._stats.commit_messages.observe(sum(len(chunk.tokens) for chunk in batch))
         if dropped:
             self._stats.rejected_dropped += dropped
         self.committed_messages += sum(len(chunk.tokens) for chunk in batch)

@@ -6,13 +6,32 @@ a second the pipeline instead bumps ints once per message or batch, and a collec
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.sequence import EventKind, SequenceTracker
+
+
+class Histogram:
+    """Cumulative-bucket histogram with plain ints, bumped by the one thread that owns it (no lock)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+
+
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10_000, 50_000)
 
 
 class Stats:
@@ -33,6 +52,19 @@ class Stats:
         self.journal_commits = 0
         self.rejected_dropped = 0
         self.alert_notifications: Counter[str] = Counter()
+        # Per-stage latency (seconds) and sizes; each bumped by the one thread that runs the stage.
+        self.ingest_seconds = Histogram(LATENCY_BUCKETS_S)  # network thread: one message through the Ingestor
+        self.commit_seconds = Histogram(LATENCY_BUCKETS_S)  # journal thread: one group commit (fsync included)
+        self.commit_messages = Histogram(SIZE_BUCKETS)
+        self.sink_write_seconds: dict[str, Histogram] = {}  # sink thread: one successful write request
+        self.sink_batch_readings: dict[str, Histogram] = {}
+
+    def sink_histograms(self, sink: str) -> tuple[Histogram, Histogram]:
+        """Created by the pipeline before the sink threads start, so the dicts never change while scraped."""
+        if sink not in self.sink_write_seconds:
+            self.sink_write_seconds[sink] = Histogram(LATENCY_BUCKETS_S)
+            self.sink_batch_readings[sink] = Histogram(SIZE_BUCKETS)
+        return self.sink_write_seconds[sink], self.sink_batch_readings[sink]
 
     def rejected_total(self) -> int:
         return sum(self.messages_rejected.values())
@@ -50,8 +82,10 @@ class StatsCollector(Collector):
         backpressure: Callable[[], bool],
         sink_pending_chunks: Callable[[], dict[str, int]],
         sequences: SequenceTracker | None = None,
+        firing: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self._sequences = sequences
+        self._firing = firing
         self._stats = stats
         self._acknowledged = acknowledged
         self._pending = pending
@@ -60,7 +94,7 @@ class StatsCollector(Collector):
         self._backpressure = backpressure
         self._sink_pending_chunks = sink_pending_chunks
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         s = self._stats
         yield CounterMetricFamily("gateway_messages_received", "MQTT messages received.", value=s.messages_received)
         rejected = CounterMetricFamily("gateway_messages_rejected", "Messages rejected, by reason.", labels=["reason"])
@@ -136,6 +170,20 @@ class StatsCollector(Collector):
         for transition, count in sorted(s.alert_notifications.items()):
             notified.add_metric([transition], count)
         yield notified
+        yield _histogram("gateway_ingest_seconds", "One message through the Ingestor.", s.ingest_seconds)
+        yield _histogram("gateway_journal_commit_seconds", "One group commit to the journal.", s.commit_seconds)
+        yield _histogram("gateway_journal_commit_messages", "Messages in one group commit.", s.commit_messages)
+        write = HistogramMetricFamily("gateway_sink_write_seconds", "One successful write request.", labels=["sink"])
+        batch = HistogramMetricFamily("gateway_sink_batch_readings", "Readings in one write request.", labels=["sink"])
+        for sink in sorted(s.sink_write_seconds):
+            _add(write, [sink], s.sink_write_seconds[sink])
+            _add(batch, [sink], s.sink_batch_readings[sink])
+        yield from (write, batch)
+        if self._firing is not None:
+            firing = GaugeMetricFamily("gateway_alerts_firing", "Alert episodes firing now, by rule.", labels=["rule"])
+            for rule, count in sorted(self._firing().items()):
+                firing.add_metric([rule], count)
+            yield firing
         yield GaugeMetricFamily(
             "gateway_broker_connected",
             "1 while connected to the broker.",
@@ -158,3 +206,17 @@ def _sequence_metrics(sequences: SequenceTracker) -> Iterator[CounterMetricFamil
         for device, count in sorted(sequences.counts[kind].items()):
             family.add_metric([device], count)
         yield family
+
+
+def _add(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
+    cumulative, buckets = 0, []
+    for bound, count in zip((*histogram.buckets, math.inf), histogram.counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), cumulative))
+    family.add_metric(labels, buckets, histogram.sum)
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    _add(family, [], histogram)
+    return family

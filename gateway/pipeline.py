@@ -93,6 +93,7 @@ class Pipeline:
                 backpressure=lambda: self.writer.backpressure,
                 sink_pending_chunks=lambda: {w.sink.name: w.pending_chunks for w in self.workers},
                 sequences=self.ingestor.sequences,
+                firing=self.alerts.firing_by_rule if self.alerts is not None else None,
             )
         )
         self.self_metrics = SelfMetricsWriter(
@@ -136,12 +137,25 @@ class Pipeline:
     def _on_message(self, raw: RawMessage) -> None:
         stats = self.stats
         stats.messages_received += 1
+        started = time.perf_counter()
         outcome = self.ingestor.process(raw)
+        stats.ingest_seconds.observe(time.perf_counter() - started)
         chunk = self._chunk
         if outcome.rejection is not None:
             rejection = outcome.rejection
             stats.messages_rejected[rejection.reason] += 1
-            log.info("rejected message on %s: %s: %s", rejection.topic[:200], rejection.reason, rejection.detail)
+            log.info(
+                "rejected message on %s: %s: %s",
+                rejection.topic[:200],
+                rejection.reason,
+                rejection.detail,
+                extra={
+                    "rate_key": f"rejected:{rejection.reason}",
+                    "correlation_id": deadletter.correlation_id(rejection),
+                    "reason": rejection.reason,
+                    "device": rejection.device,
+                },
+            )
             chunk.deadletters.append(self._deadletter_record(rejection))
             chunk.rejected.append(rejection)
         else:

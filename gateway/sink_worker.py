@@ -39,6 +39,7 @@ class SinkWorker:
         self._reader = writer.journal.reader()
         self.cursor = writer.journal.cursor(sink.name)
         self._stats = stats
+        self._write_seconds, self._batch_readings = stats.sink_histograms(sink.name)
         self._deadletter = deadletter_readings
         # Chunks just committed, so a worker that keeps up need not read back and decode what was written.
         self._recent: deque[OutboxChunk] = deque()
@@ -139,6 +140,7 @@ class SinkWorker:
         name = self.sink.name
         backoff = Backoff(0.2, 30.0)
         while True:
+            started = time.perf_counter()
             try:
                 self.sink.write(readings)
             except RetryableSinkError as exc:
@@ -156,7 +158,13 @@ class SinkWorker:
                     # Find the readings the store refuses: halve until each part is stored or a single reading.
                     middle = len(readings) // 2
                     return self._write_batch(readings[:middle]) and self._write_batch(readings[middle:])
-                log.error("sink %s refused reading %s: %s", name, readings[0].reading_id, exc)
+                log.error(
+                    "sink %s refused reading %s: %s",
+                    name,
+                    readings[0].reading_id,
+                    exc,
+                    extra={"correlation_id": readings[0].reading_id, "rate_key": f"refused:{name}"},
+                )
                 self._deadletter(f"{name}: {exc}", readings)
             else:
                 # Device readings only: the gateway's own points (its metrics, alerts) are not what it received,
@@ -165,5 +173,7 @@ class SinkWorker:
                     own = sum(1 for r in readings if r.measurement in RESERVED_MEASUREMENTS)
                     self._stats.readings_stored[name] += len(readings) - own
                 self._stats.sink_writes[name] += 1
+                self._write_seconds.observe(time.perf_counter() - started)
+                self._batch_readings.observe(len(readings))
             self.healthy = True
             return True

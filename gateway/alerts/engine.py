@@ -9,14 +9,14 @@ device and one call per rule whose metric it carries.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from gateway.alerts import state
 from gateway.alerts.alert import Alert
 from gateway.alerts.devices import DeviceTable
 from gateway.alerts.held import RangeMachine, RateMachine, ThresholdMachine
 from gateway.alerts.rules import AnyRule, DeadmanRule, RangeRule, RateRule, RuleSet, ThresholdRule
-from gateway.alerts.runtime import Context, Machine, Stats
+from gateway.alerts.runtime import FIRING, Context, Machine, Stats
 from gateway.alerts.watches import DeadmanMachine, SequenceMachine
 from gateway.model import Reading
 
@@ -148,6 +148,13 @@ class AlertEngine:
     def next_deadline(self) -> int | None:
         """Wall time (ns) of the earliest queued timer, or None."""
         return self._ctx.timers.next_due()
+
+    def firing(self) -> Iterator[tuple[str, str]]:
+        """(rule, device) of every episode firing now; walks all state, so for start-up, not per reading."""
+        for name, machine in self._machines.items():
+            for device, episode in machine.episodes():
+                if episode.phase == FIRING:
+                    yield name, device
 
     # -- state -----------------------------------------------------------------------------------------
 
