@@ -76,6 +76,16 @@ def test_stores_exactly_the_unique_valid_readings_and_dead_letters_the_rest(
     assert metrics["gateway_readings_duplicate"] == summary.duplicates
     assert metrics['gateway_readings_stored{sink="influx"}'] == summary.valid
     assert metrics['gateway_readings_stored{sink="sqlite"}'] == summary.valid
+    # The accounting every message obeys (one reading a message here): received = stored + duplicates +
+    # rejected + pending.
+    rejected = sum(v for k, v in metrics.items() if k.startswith("gateway_messages_rejected{"))
+    assert metrics["gateway_messages_received"] == (
+        metrics['gateway_readings_stored{sink="sqlite"}']
+        + metrics["gateway_readings_duplicate"]
+        + rejected
+        + metrics["gateway_messages_pending"]
+    )
+    assert rejected == sum(r.count for r in fleet.manifest.rejections)
 
     # Every malformed message is on the dead-letter topic, under its device, with a reason that fits.
     expected = Counter({(rej.topic, rej.reason): rej.count for rej in fleet.manifest.rejections})
