@@ -144,6 +144,13 @@ class MqttConfig(Section):
         return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
 
 
+def _http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r}")
+    return url
+
+
 class BatchingConfig(Section):
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="Readings per write request, at most.")
     flush_interval_ms: int = Field(
@@ -161,13 +168,7 @@ class InfluxConfig(BatchingConfig):
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one write request.")
     verify_ssl: bool = Field(True, description="Verify the server certificate on https:// URLs.")
 
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r}")
-        return url
+    _check_url = field_validator("url")(_http_url)
 
     @model_validator(mode="after")
     def _load_secret(self) -> InfluxConfig:
@@ -197,13 +198,7 @@ class WebhookConfig(BatchingConfig):
         200, ge=1, le=60_000, description="A partial batch is posted after this long; bounds alert latency."
     )
 
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r}")
-        return url
+    _check_url = field_validator("url")(_http_url)
 
     @field_validator("headers")
     @classmethod
