@@ -1,6 +1,7 @@
 # The two set-up commands:   make demo   (run the gateway on embedded defaults)
 #                            make test   (run the test suite)
-# Both create .venv from requirements.lock and install the system packages they need (Debian/Ubuntu).
+# Both create .venv from requirements.lock; `make test` also installs the system packages it needs (Debian/Ubuntu).
+# The demo needs none: its broker (amqtt) runs inside it.
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench system-deps lock clean
 
-demo: $(STAMP) system-deps
+demo: $(STAMP)
 	$(PY) -m gateway demo
 
 test: $(STAMP) system-deps

@@ -17,10 +17,24 @@ from gateway.config import GatewayConfig, load_config, masked_dump
 from gateway.errors import ConfigError, DemoError, ReplayError
 from gateway.logs import configure as configure_logging
 from gateway.pipeline import Pipeline
-from gateway.query import device_counts, format_pairs, iter_table_lines, latest_readings, open_readonly, rfc3339
+from gateway.query import (
+    AlertRow,
+    DeviceCount,
+    alert_rows,
+    alert_time,
+    device_counts,
+    firing_now,
+    format_number,
+    format_pairs,
+    iter_table_lines,
+    latest_readings,
+    open_readonly,
+    rfc3339,
+)
 from gateway.replay import Example, ReplayReport, list_rejected, parse_since, replay
 from gateway.rules_cli import rules_app
 from gateway.sinks import build_sinks
+from gateway.sinks.sqlite import StoredReading
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="IoT telemetry ingestion gateway.")
 
@@ -71,7 +85,9 @@ DEMO_DB = Path("data/demo.db")
 
 @app.command()
 def demo(
-    db: Annotated[Path, typer.Option(help="SQLite file the readings are stored in (kept after the demo).")] = DEMO_DB,
+    db: Annotated[
+        Path, typer.Option(help="SQLite file the readings and alerts are stored in (replaced at start, kept after).")
+    ] = DEMO_DB,
     duration: Annotated[
         float | None, typer.Option(min=0.1, help="Stop after this many seconds; default: run until Ctrl-C.")
     ] = None,
@@ -79,14 +95,35 @@ def demo(
     rate: Annotated[float, typer.Option(min=0.01, max=1000, help="Messages per second per device.")] = 5.0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 1,
     log_level: Annotated[str, typer.Option(help="Gateway log level (to stderr).")] = "WARNING",
+    broker: Annotated[
+        str, typer.Option(help="amqtt (in process, nothing to install) or mosquitto (must be installed).")
+    ] = "amqtt",
+    dashboard: Annotated[
+        bool | None,
+        typer.Option(
+            "--dashboard/--no-dashboard", help="Live dashboard, or plain lines; default: dashboard on a terminal."
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole path on embedded defaults: a private Mosquitto, a simulated fleet, the gateway, SQLite."""
+    """Run the whole path on one machine: an MQTT broker, a simulated fleet with faults and anomalies, the gateway
+    with alert rules, SQLite, and a live dashboard."""
     from gateway.demo import DemoOptions, run_demo  # noqa: PLC0415 - imports the simulator
 
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("must be DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
-    options = DemoOptions(db=db, duration_s=duration, devices=devices, rate_per_device=rate, seed=seed, log_level=level)
+    if broker not in ("amqtt", "mosquitto"):
+        raise typer.BadParameter("must be amqtt or mosquitto", param_hint="--broker")
+    options = DemoOptions(
+        db=db,
+        duration_s=duration,
+        devices=devices,
+        rate_per_device=rate,
+        seed=seed,
+        log_level=level,
+        broker="amqtt" if broker == "amqtt" else "mosquitto",
+        dashboard=dashboard,
+    )
     try:
         code = run_demo(options)
     except DemoError as exc:
@@ -100,8 +137,10 @@ def query(
     db: Annotated[Path, typer.Option(help="SQLite file written by the gateway's sqlite sink.")] = DEMO_DB,
     device: Annotated[str | None, typer.Option(help="Only this device.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="How many of the latest readings to show.")] = 20,
+    alerts: Annotated[int, typer.Option(min=0, help="How many of the latest alert transitions to show.")] = 10,
 ) -> None:
-    """Print the latest stored readings of a SQLite file, and how many readings each device has."""
+    """Print the latest stored readings of a SQLite file, how many readings each device has, and the latest
+    alert transitions with the alerts firing now."""
     try:
         conn = open_readonly(db)
     except DemoError as exc:
@@ -110,6 +149,7 @@ def query(
     try:
         latest = latest_readings(conn, device, limit)
         counts = device_counts(conn, device)
+        transitions = alert_rows(conn, device)
     finally:
         conn.close()
     total = sum(c.readings for c in counts)
@@ -117,9 +157,18 @@ def query(
     rich = sys.stdout.isatty()
     # A narrow terminal gets one field per line rather than fields cut into pieces.
     sep = "\n" if rich and shutil.get_terminal_size().columns < 150 else " "
-    if not latest:
+    if latest:
+        _print_readings(db, latest, counts, scope, total, rich, sep)
+    else:
         typer.echo(f"no readings in {db}" + (f" for device {device}" if device else ""))
-        return
+    if alerts:
+        typer.echo("")
+        _print_alerts(transitions, alerts, rich)
+
+
+def _print_readings(
+    db: Path, latest: list[StoredReading], counts: list[DeviceCount], scope: str, total: int, rich: bool, sep: str
+) -> None:
     typer.echo(f"{len(latest)} latest of {total:,} readings from {scope} in {db}, newest first:")
     _print_table(
         ["time (UTC)", "device", "fields", "tags", "reading id"],
@@ -139,6 +188,37 @@ def query(
         rich,
         right_aligned=frozenset({1}),
     )
+
+
+def _print_alerts(transitions: list[AlertRow], limit: int, rich: bool) -> None:
+    if not transitions:
+        typer.echo("alerts: none stored")
+        return
+    firing = firing_now(transitions)
+    shown = transitions[:limit]
+    typer.echo(
+        f"alerts: {_count(len(transitions), 'transition')} stored, {len(firing)} firing now; "
+        f"the latest {len(shown)}, newest first:"
+    )
+    _print_table(
+        ["time (UTC)", "rule", "device", "severity", "state", "value", "threshold"],
+        [
+            [
+                alert_time(a.time_ns),
+                a.rule,
+                a.device,
+                a.severity,
+                a.state + (" (repeat)" if a.transition == "repeat" else ""),
+                format_number(a.value),
+                format_number(a.threshold),
+            ]
+            for a in shown
+        ],
+        rich,
+        right_aligned=frozenset({5, 6}),
+    )
+    if firing:
+        typer.echo("firing now: " + ", ".join(f"{a.rule} on {a.device}" for a in firing))
 
 
 def _print_table(

@@ -1,4 +1,4 @@
-"""Reading the gateway's SQLite file: the demo's status line and summary, and `gateway query`."""
+"""Reading the gateway's SQLite file: the demo's dashboard and summary, and `gateway query`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from gateway.config import RESERVED_MEASUREMENTS
+from gateway.config import ALERTS_MEASUREMENT, RESERVED_MEASUREMENTS
 from gateway.errors import EXIT_NO_BROKER, DemoError
 from gateway.sinks.sqlite import StoredReading, select_readings
 
@@ -75,6 +75,62 @@ def device_counts(conn: sqlite3.Connection, device: str | None = None) -> list[D
         params,
     )
     return [DeviceCount(*row) for row in rows]
+
+
+class AlertRow(NamedTuple):
+    """One stored alert transition (a point of measurement `alerts`, see gateway/alerting.py alert_point)."""
+
+    time_ns: int  # when it happened: device time for readings, the gateway's clock for timers (deadman)
+    rule: str
+    device: str
+    severity: str
+    kind: str
+    state: str  # firing or resolved
+    transition: str  # firing, repeat or resolved
+    value: float | None
+    threshold: float | None
+
+
+def alert_rows(conn: sqlite3.Connection, device: str | None = None) -> list[AlertRow]:
+    """Every stored alert transition, newest first (the table holds a few per episode: cheap to read whole)."""
+    rows = []
+    for r in select_readings(conn, "measurement", ALERTS_MEASUREMENT, "time_ns DESC, device DESC, tags DESC"):
+        if device is not None and r.device != device:
+            continue
+        value, threshold = r.fields.get("value"), r.fields.get("threshold")
+        rows.append(
+            AlertRow(
+                time_ns=r.time_ns,
+                rule=r.tags.get("rule", "?"),
+                device=r.device,
+                severity=r.tags.get("severity", "?"),
+                kind=r.tags.get("kind", "?"),
+                state=str(r.fields.get("state", "?")),
+                transition=str(r.fields.get("transition", "?")),
+                value=float(value) if isinstance(value, int | float) else None,
+                threshold=float(threshold) if isinstance(threshold, int | float) else None,
+            )
+        )
+    return rows
+
+
+def firing_now(rows: list[AlertRow]) -> list[AlertRow]:
+    """The (rule, device) pairs whose latest stored transition left them firing; `rows` newest first."""
+    latest: dict[tuple[str, str], AlertRow] = {}
+    for row in rows:
+        latest.setdefault((row.rule, row.device), row)
+    return [row for row in latest.values() if row.state == "firing"]
+
+
+def format_number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{round(value, 2):g}"
+
+
+def alert_time(time_ns: int) -> str:
+    """An alert's time to the millisecond (a deadman's comes from the gateway's clock, in nanoseconds)."""
+    return rfc3339(time_ns // 1_000_000 * 1_000_000)
 
 
 def rfc3339(time_ns: int) -> str:

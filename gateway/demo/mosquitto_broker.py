@@ -1,4 +1,8 @@
-"""A private Mosquitto for `gateway demo`: found on this machine, started on a free port, stopped at the end."""
+"""Mosquitto for `gateway demo --broker mosquitto`: found on this machine, started on a free port, stopped at the end.
+
+The fallback to the default in-process amqtt: it needs Mosquitto installed, and speaks MQTT 5 with a
+persistent session on disk, as in production.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Literal
 
+from gateway.demo.broker import LOCALHOST, free_port
 from gateway.errors import EXIT_NO_BROKER, DemoError
 
-LOCALHOST = "127.0.0.1"
 MOSQUITTO_FALLBACKS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 MAX_QUEUED_MESSAGES = 100_000_000  # 0 ("no limit") has been buggy across Mosquitto 2.0.x; see config/mosquitto.conf
 
@@ -29,16 +34,29 @@ def find_mosquitto() -> str | None:
     return next((path for path in MOSQUITTO_FALLBACKS if os.access(path, os.X_OK)), None)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def require_mosquitto() -> str:
+    """The Mosquitto binary, or a DemoError (exit 2) that says how to install it."""
+    binary = find_mosquitto()
+    if binary is None:
+        where = (
+            f"MOSQUITTO_BIN={os.environ['MOSQUITTO_BIN']} is not an executable"
+            if os.environ.get("MOSQUITTO_BIN")
+            else f"looked on PATH and at {', '.join(MOSQUITTO_FALLBACKS)}"
+        )
+        raise DemoError(
+            f"Mosquitto, the broker `--broker mosquitto` runs, is not installed ({where}).\n"
+            "Install it with `sudo apt-get install mosquitto`, or leave out --broker: the default broker, amqtt, "
+            "runs inside the demo.",
+            EXIT_NO_BROKER,
+        )
+    return binary
 
 
-class Broker:
+class MosquittoBroker:
     """A private Mosquitto on 127.0.0.1:<free port>; config, persistence and log in `workdir`."""
 
+    name = "mosquitto"
+    protocol: Literal["5", "3.1.1"] = "5"
     start_timeout_s = 10.0
 
     def __init__(self, binary: str, workdir: Path) -> None:
@@ -52,6 +70,13 @@ class Broker:
     @property
     def url(self) -> str:
         return f"mqtt://{LOCALHOST}:{self.port}"
+
+    def describe(self) -> str:
+        return f"mosquitto {self.url} (temporary, {self.workdir})"
+
+    def subscribed(self, client_id: str, topic_filter: str) -> bool:
+        # Mosquitto logs "<client id> <qos> <filter>" for each subscription (log_type subscribe).
+        return self.log_contains(f"{client_id} ".encode()) and self.log_contains(f" {topic_filter}".encode())
 
     @property
     def log_path(self) -> Path:
