@@ -6,6 +6,7 @@ import functools
 import io
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,12 +24,15 @@ from rich.console import Console
 from rich.text import Text
 
 from gateway.alerts import load_rules
+from gateway.config import SqliteConfig
 from gateway.demo import DEMO_SCRIPT, RULES_FILE, TIMESTAMP_LAG_NS, Episode, FleetFeed, Script, renumber
 from gateway.demo.amqtt_broker import AmqttBroker
 from gateway.demo.broker import LOCALHOST
 from gateway.demo.dashboard import Snapshot, render_dashboard, status_markup
+from gateway.demo.run import fresh_store
+from gateway.errors import DemoError
 from gateway.query import AlertRow
-from gateway.sinks.sqlite import read_readings
+from gateway.sinks.sqlite import SqliteSink, read_readings
 
 DEVICES = 50
 
@@ -331,3 +335,21 @@ def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_demo_never_removes_a_file_that_is_not_its_store(tmp_path: Path) -> None:
+    precious = tmp_path / "notes.db"
+    precious.write_bytes(b"not a database, and not the demo's")
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.commit()
+    conn.close()
+    for path in (precious, other):
+        with pytest.raises(DemoError, match="not a gateway SQLite store"):
+            fresh_store(path)
+        assert path.exists()
+    store = tmp_path / "demo.db"
+    SqliteSink(SqliteConfig(path=store)).close()
+    fresh_store(store)  # a store of an earlier demo is replaced
+    assert not store.exists()

@@ -121,10 +121,25 @@ class GatewayThread:
 
 def fresh_store(db: Path) -> None:
     """Remove the previous demo's SQLite file and journal: its dedup window would drop this run's message ids
-    (they start from 1 again) as duplicates, and its alert state would carry over."""
+    (they start from 1 again) as duplicates, and its alert state would carry over. A file that is not a
+    gateway SQLite store is never removed: --db pointing at the wrong file ends the demo instead."""
+    if db.exists() and not _is_gateway_store(db):
+        raise DemoError(f"--db {db} exists and is not a gateway SQLite store; choose another path")
     for base in (db, journal_path(db)):
         for path in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")):
             path.unlink(missing_ok=True)
+
+
+def _is_gateway_store(db: Path) -> bool:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+    return tables <= {"readings"}
 
 
 def start_pipeline(broker: DemoBroker, db: Path, log_level: str) -> tuple[Pipeline, GatewayThread]:
