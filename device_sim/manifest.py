@@ -1,12 +1,20 @@
 """What a gateway should make of a simulated fleet: the readings it must store and what it must reject.
 
-On disk a manifest is JSON Lines, one object per line, told apart by "type":
+On disk a manifest is JSON Lines, one object per line, told apart by "type", in this order:
 
+    {"type": "header", ...}     (optional) how it was made: seed, start, fleet; for people and for verify
     {"type": "reading", "device": str, "time_ns": int, "fields": {name: float | bool | str},
-     "tags": {name: str}, "id": str, "seq": int, "duplicates": int}
+     "tags": {name: str}, "id": str, "seq": int, "duplicates": int,
+     "measurement": str (omitted: "telemetry"), "received": true (omitted: false)}
     {"type": "rejection", "topic": str, "reason": str, "count": int}
+    {"type": "alert", "rule": str, "device": str, "metric": str | null, "cause": str,
+     "starts_at_ns": int, "ends_at_ns": int | null}
 
-"duplicates" counts the exact resends of that reading's message, which the gateway must drop.
+"duplicates" counts the exact resends of that reading's message, which the gateway must drop. "received":
+the payload carries no timestamp, so the gateway stores the reading at its receive time; "time_ns" is then
+only when it was sent, and verify matches such readings by content. "reason" is the gateway's reason code
+(device_sim's older `fleet.generate` writes its own names: see tests/storecheck.py). Alerts are a separate,
+last part: what the injected anomalies and faults must fire under the rules in `device_sim.alerts`.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ class ExpectedReading(NamedTuple):
     id: str
     seq: int
     duplicates: int = 0
+    measurement: str = "telemetry"
+    received: bool = False  # stored at the gateway's receive time: time_ns is only when it was sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,19 @@ class ExpectedRejection:
     topic: str
     reason: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedAlert:
+    """An alert episode the gateway must report: it fires at starts_at_ns (device time of the reading that
+    crossed the rule) and resolves at ends_at_ns (None: still firing when the run ends, or wall-clock timed)."""
+
+    rule: str
+    device: str
+    metric: str | None
+    cause: str  # the anomaly or fault behind it: spike, drift, stuck, reboot, silence, battery
+    starts_at_ns: int
+    ends_at_ns: int | None
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,8 @@ class Manifest:
 
     readings: list[ExpectedReading] = field(default_factory=list)
     rejections: list[ExpectedRejection] = field(default_factory=list)
+    alerts: list[ExpectedAlert] = field(default_factory=list)
+    header: dict[str, Any] | None = None
 
     def summary(self) -> Summary:
         malformed: dict[str, int] = {}
@@ -85,8 +110,11 @@ class Manifest:
 
     def write_jsonl(self, path: str | Path) -> None:
         with Path(path).open("wb") as out:
-            out.writelines(_line(_reading_record(r)) for r in self.readings)
+            if self.header is not None:
+                out.write(header_line(self.header))
+            out.writelines(reading_line(r) for r in self.readings)
             out.writelines(_line(_rejection_record(r)) for r in self.rejections)
+            out.writelines(_line(_alert_record(a)) for a in self.alerts)
 
     @classmethod
     def read_jsonl(cls, path: str | Path) -> Manifest:
@@ -103,6 +131,10 @@ class Manifest:
                     manifest.readings.append(_reading_from(record))
                 elif kind == "rejection":
                     manifest.rejections.append(_rejection_from(record))
+                elif kind == "alert":
+                    manifest.alerts.append(_alert_from(record))
+                elif kind == "header":
+                    manifest.header = {k: v for k, v in record.items() if k != "type"}
                 else:
                     raise ValueError(f"unknown type {kind!r}")
             except (KeyError, TypeError, ValueError) as exc:
@@ -114,8 +146,24 @@ def _line(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record) + b"\n"
 
 
+def header_line(header: dict[str, Any]) -> bytes:
+    return _line({"type": "header", **header})
+
+
+def reading_line(r: ExpectedReading) -> bytes:
+    return _line(_reading_record(r))
+
+
+def rejection_line(r: ExpectedRejection) -> bytes:
+    return _line(_rejection_record(r))
+
+
+def alert_line(a: ExpectedAlert) -> bytes:
+    return _line(_alert_record(a))
+
+
 def _reading_record(r: ExpectedReading) -> dict[str, Any]:
-    return {
+    record = {
         "type": "reading",
         "device": r.device,
         "time_ns": r.time_ns,
@@ -124,6 +172,23 @@ def _reading_record(r: ExpectedReading) -> dict[str, Any]:
         "id": r.id,
         "seq": r.seq,
         "duplicates": r.duplicates,
+    }
+    if r.measurement != "telemetry":
+        record["measurement"] = r.measurement
+    if r.received:
+        record["received"] = True
+    return record
+
+
+def _alert_record(a: ExpectedAlert) -> dict[str, Any]:
+    return {
+        "type": "alert",
+        "rule": a.rule,
+        "device": a.device,
+        "metric": a.metric,
+        "cause": a.cause,
+        "starts_at_ns": a.starts_at_ns,
+        "ends_at_ns": a.ends_at_ns,
     }
 
 
@@ -140,6 +205,21 @@ def _reading_from(record: dict[str, Any]) -> ExpectedReading:
         id=_typed(record["id"], str),
         seq=_typed(record["seq"], int),
         duplicates=_typed(record.get("duplicates", 0), int),
+        measurement=_typed(record.get("measurement", "telemetry"), str),
+        received=_typed(record.get("received", False), bool),
+    )
+
+
+def _alert_from(record: dict[str, Any]) -> ExpectedAlert:
+    metric = record.get("metric")
+    ends = record.get("ends_at_ns")
+    return ExpectedAlert(
+        rule=_typed(record["rule"], str),
+        device=_typed(record["device"], str),
+        metric=None if metric is None else _typed(metric, str),
+        cause=_typed(record["cause"], str),
+        starts_at_ns=_typed(record["starts_at_ns"], int),
+        ends_at_ns=None if ends is None else _typed(ends, int),
     )
 
 

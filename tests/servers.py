@@ -32,6 +32,7 @@ import json
 import math
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -349,6 +350,9 @@ class Mosquitto(_ManagedServer):
     the generated config; for single-valued options the last occurrence wins, so it can override
     the defaults above (a second ``listener`` line would add a listener, though).
 
+    ``max_open_files`` raises RLIMIT_NOFILE (soft, up to the hard limit; in this process, which the broker
+    inherits) for many clients.
+
     Broker security (keyword-only, both optional): ``password_file`` (see ``write_password_file``)
     turns anonymous access off; the readiness probe, which has no credentials, then counts the
     broker's "not authorised" CONNACK as an answer. ``tls`` (see ``make_certificates``) makes the
@@ -368,8 +372,10 @@ class Mosquitto(_ManagedServer):
         autosave_interval: int = 1,
         password_file: Path | None = None,
         tls: BrokerCertificates | None = None,
+        max_open_files: int | None = None,
     ) -> None:
         super().__init__(workdir, port)
+        self.max_open_files = max_open_files
         self.persistence = persistence
         self.extra_conf = extra_conf
         self.autosave_interval = autosave_interval
@@ -449,6 +455,13 @@ class Mosquitto(_ManagedServer):
 
     def _prepare(self) -> None:
         self.conf_path.write_text(self.config_text())
+        if self.max_open_files is not None:
+            # One descriptor per client connection: 10,000 simulated devices need more than a default 1024.
+            # Raised in this process (children inherit it): a preexec_fn is unsafe next to threads.
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            wanted = self.max_open_files if hard == resource.RLIM_INFINITY else min(self.max_open_files, hard)
+            if soft != resource.RLIM_INFINITY and soft < wanted:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
     def _command(self) -> list[str]:
         return [self.binary, "-c", str(self.conf_path)]

@@ -622,27 +622,29 @@ def test_publish_to_nowhere_fails_fast() -> None:
 
 def test_cli_dry_run_writes_manifest_and_report(tmp_path: Path) -> None:
     args = ["run", "--devices", "4", "--messages", "400", "--dup-rate", "0.1", "--malformed-rate", "0.1"]
-    args += ["--seed", "5", "--start-time-ns", str(START_NS), "--dry-run"]
+    args += ["--seed", "5", "--start", str(START_NS // MS), "--dry-run"]
     args += ["--manifest", str(tmp_path / "m.jsonl"), "--report", str(tmp_path / "r.json")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = orjson.loads((tmp_path / "r.json").read_bytes())
-    expected = generate(spec(devices=4, messages=400, dup_rate=0.1, malformed_rate=0.1, seed=5)).manifest
-    assert Manifest.read_jsonl(tmp_path / "m.jsonl") == expected
-    assert report["messages"] == 400 and report["duplicates"] == 40
-    assert sum(report["malformed"].values()) == 40
-    assert report["start_time_ns"] == START_NS and "sent" not in report
+    manifest = Manifest.read_jsonl(tmp_path / "m.jsonl")
+    scheduled = report["scheduled"]
+    assert scheduled["valid"] == len(manifest.readings)
+    assert scheduled["valid"] + sum(scheduled["rejected"].values()) == 400
+    assert scheduled["duplicates"] == sum(r.duplicates for r in manifest.readings) > 0
+    assert report["start_ms"] == START_NS // MS and "run" not in report
     assert "duplicates" in result.output
 
 
 @pytest.mark.integration
 def test_cli_run_publishes_and_reports(mosquitto: Mosquitto, tmp_path: Path) -> None:
     args = ["run", "--broker", mosquitto.url, "--devices", "3", "--messages", "300", "--protocol", "3.1.1"]
-    args += ["--malformed-rate", "0.1", "--connections", "2", "--report", str(tmp_path / "r.json")]
+    args += ["--malformed-rate", "0.1", "--connections", "2", "--no-pace", "--report", str(tmp_path / "r.json")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = orjson.loads((tmp_path / "r.json").read_bytes())
-    assert (report["sent"], report["errors"], report["valid"]) == (300, 0, 270)
+    assert (report["run"]["published"], report["run"]["acknowledged"], report["run"]["errors"]) == (300, 300, 0)
+    assert report["run"]["sent"]["valid"] + sum(report["run"]["sent"]["rejected"].values()) == 300
     assert "msg/s" in result.output
 
 
