@@ -335,6 +335,14 @@ def test_seq_gives_device_hash_seq() -> None:
     assert reading.seq == 42
 
 
+def test_seq_with_a_timestamp_tells_a_reboot_from_a_redelivery() -> None:
+    (first,) = _decode({"metrics": {"t": 1}, "seq": 1, "ts": 1_795_000_000_000})
+    (again,) = _decode({"metrics": {"t": 1}, "seq": 1, "ts": 1_795_000_000_000})
+    (after_reboot,) = _decode({"metrics": {"t": 1}, "seq": 1, "ts": 1_795_000_600_000})
+    assert first.reading_id == again.reading_id == f"{DEVICE}#1@1795000000000000000"
+    assert after_reboot.reading_id != first.reading_id
+
+
 def test_seq_ids_differ_between_devices() -> None:
     (a,) = _decode({"metrics": {"t": 1}, "seq": 1}, device="dev-a")
     (b,) = _decode({"metrics": {"t": 1}, "seq": 1}, device="dev-b")

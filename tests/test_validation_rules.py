@@ -293,7 +293,7 @@ def test_ingestor_reports_sequence_events_of_new_readings_only(ingestor: Ingesto
     gap = ingestor.process(raw(native({"t": 1}, seq=4, ts=1_764_000_003)))
     duplicate = ingestor.process(raw(native({"t": 1}, seq=4, ts=1_764_000_003)))
     assert first.sequence_events == ()
-    assert [(e.kind, e.n, e.reading_id) for e in gap.sequence_events] == [("gap", 2, "boiler-17#4")]
+    assert [(e.kind, e.n, e.reading_id) for e in gap.sequence_events] == [("gap", 2, "boiler-17#4@1764000003000000000")]
     assert duplicate.duplicates == 1
     assert duplicate.sequence_events == ()
     assert ingestor.sequences.counts["gap"] == {"boiler-17": 2}

@@ -68,7 +68,9 @@ def _to_reading(msg: NativeMessage, device: str, measurement: str, received_at_n
     if msg.id is not None:
         reading_id = msg.id
     elif msg.seq is not None:
-        reading_id = f"{device}#{msg.seq}"
+        # With the device's timestamp in the id, a device that rebooted and counts from 1 again is not taken
+        # for a redelivery of its old readings (same seq, later time); a redelivered copy has both the same.
+        reading_id = f"{device}#{msg.seq}@{time_ns}" if from_device else f"{device}#{msg.seq}"
     else:
         reading_id = content_id(device, time_ns, fields)
     return Reading(device, measurement, time_ns, fields, msg.tags or {}, reading_id, msg.seq, from_device)
