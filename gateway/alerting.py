@@ -50,10 +50,11 @@ class AlertOutputs(NamedTuple):
 
 
 class AlertStage:
-    def __init__(self, config: AlertsConfig, rules_file: Path) -> None:
+    def __init__(self, config: AlertsConfig) -> None:
+        assert config.rules_file is not None, "the pipeline builds an alert stage only when rules are configured"
         self._config = config
-        self.rules_file = rules_file
-        self.engine = AlertEngine(load_rules(rules_file))
+        self.rules_file: Path = config.rules_file
+        self.engine = AlertEngine(load_rules(self.rules_file))
         self.changed = False  # transitions since the state was last handed to the journal
         self.firing: Counter[str] = Counter()  # episodes firing now, by rule (read by the metrics scrape)
         self._firing_pairs: set[tuple[str, str]] = set()

@@ -57,7 +57,7 @@ class Pipeline:
         self._reload_requested = threading.Event()
         self._next_alert_tick = 0
         if config.alerts.rules_file is not None:
-            self.alerts = AlertStage(config.alerts, config.alerts.rules_file)
+            self.alerts = AlertStage(config.alerts)
             ended = self.alerts.restore(self.journal.alert_state(), time.time_ns())
             if ended:
                 self._add_alerts(ended)
