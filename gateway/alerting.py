@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import orjson
 
+from gateway import topics
 from gateway.alerts import Alert, AlertEngine, SnapshotError, load_rules
 from gateway.config import ALERTS_MEASUREMENT, AlertsConfig
 from gateway.errors import ConfigError
@@ -124,7 +125,7 @@ class AlertStage:
             self.changed = True
             self._count(alert.rule, alert.device, firing=alert.transition != "resolved")
             points.append(alert_point(alert))
-            topic = self._config.topic.replace("{device}", alert.device).replace("{rule}", alert.rule)
+            topic = topics.fill_template(self._config.topic, {"device": alert.device, "rule": alert.rule})
             body = alert_json(alert)
             if alert.transition == "resolved":
                 notifications.append(Notification(topic, body, False))

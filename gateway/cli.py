@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -14,6 +15,7 @@ import typer
 import yaml
 
 from gateway.config import GatewayConfig, load_config, masked_dump
+from gateway.config_warnings import config_warnings
 from gateway.errors import ConfigError, DemoError, ReplayError
 from gateway.logs import configure as configure_logging
 from gateway.pipeline import Pipeline
@@ -58,6 +60,8 @@ def check_config(config: ConfigOption = None) -> None:
     """Validate the configuration and print the effective values, secrets masked."""
     loaded = _load(config)
     typer.echo(yaml.safe_dump(masked_dump(loaded), sort_keys=False).rstrip())
+    for warning in config_warnings(loaded, os.environ):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo("# configuration is valid", err=True)
 
 
@@ -66,6 +70,8 @@ def run(config: ConfigOption = None) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     loaded = _load(config)
     configure_logging(loaded.log.level, loaded.log.format)
+    for warning in config_warnings(loaded, os.environ):
+        logging.getLogger("gateway").warning("configuration: %s", warning)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

@@ -6,6 +6,7 @@ shows them all and is parsed by a test. `GATEWAY_MQTT__URL=mqtt://host:1883` ove
 
 from __future__ import annotations
 
+import os
 import re
 import zoneinfo
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway import topics
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "GATEWAY_"
@@ -43,6 +45,25 @@ def _read_secret(value: SecretStr | None, path: Path | None, key: str) -> Secret
         return SecretStr(path.read_text(encoding="utf-8").strip())
     except OSError as exc:
         raise ValueError(f"{key}_file: cannot read {str(path)!r}: {exc.strerror}") from exc
+
+
+def _writable_file(path: Path) -> Path:
+    """A database file the gateway will create or write: caught here, with its key, instead of as a traceback
+    from SQLite at start-up."""
+    if path.exists():
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} exists and is not a file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ValueError(f"{str(path)!r} is not writable")
+        return path
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot create {str(path)!r}: {str(ancestor)!r} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot create {str(path)!r}: directory {str(ancestor)!r} is not writable")
+    return path
 
 
 class TlsConfig(Section):
@@ -92,11 +113,25 @@ class MqttConfig(Section):
         "Messages are acknowledged only once stored, so this bounds both memory and throughput.",
     )
     keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keepalive interval.")
+    max_messages_in_memory: int = Field(
+        10_000,
+        ge=100,
+        description="Messages read from the broker and not yet committed to the journal, at most. Beyond it the "
+        "gateway stops reading (the broker keeps the rest), whatever the broker's in-flight window: Mosquitto "
+        "does not hold to receive_maximum, and MQTT 3.1.1 has none.",
+    )
     qos: Literal[0, 1] = Field(1, description="Subscription QoS. 1 gives at-least-once delivery; 0 gives none.")
     shared_group: str | None = Field(
         None,
         pattern=r"^[^/+#]+$",
         description="Subscribe through $share/<group>/... so several gateway replicas split the load (MQTT 5).",
+    )
+    retained: Literal["new_subscription", "always", "never"] = Field(
+        "new_subscription",
+        description="Retained messages: new_subscription takes them when a filter is first subscribed (not again "
+        "on every reconnect of the persistent session); always takes them on every subscribe; never ignores "
+        "them. MQTT 5 asks the broker (Retain Handling); under 3.1.1 the gateway skips retained messages on "
+        "a resumed session.",
     )
     deadletter_topic: str = Field(
         "gateway/deadletter/{device}",
@@ -105,6 +140,17 @@ class MqttConfig(Section):
     reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles up to reconnect_max_s.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay (jitter is added).")
     tls: TlsConfig | None = Field(None, description="TLS settings; mqtts:// URLs use TLS even without this section.")
+
+    @field_validator("qos", mode="before")
+    @classmethod
+    def _qos_from_text(cls, qos: object) -> object:
+        # Environment variables are text: GATEWAY_MQTT__QOS=0 must mean the number 0.
+        return int(qos) if isinstance(qos, str) and qos.strip() in ("0", "1") else qos
+
+    @field_validator("deadletter_topic")
+    @classmethod
+    def _check_deadletter_topic(cls, topic: str) -> str:
+        return topics.check_publish_template(topic, frozenset({"device"}))
 
     @field_validator("url")
     @classmethod
@@ -179,6 +225,8 @@ class InfluxConfig(BatchingConfig):
 class SqliteConfig(BatchingConfig):
     path: Path = Field(Path("data/gateway.db"), description="SQLite database file (created if missing).")
 
+    _check_path = field_validator("path")(_writable_file)
+
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 
@@ -223,12 +271,20 @@ class JournalConfig(Section):
         description="Readings waiting for a sink may fill this much; beyond it the gateway stops acknowledging "
         "(the broker keeps the messages) until the sinks catch up.",
     )
+    max_backpressure_s: float = Field(
+        60.0,
+        ge=0,
+        description="/readyz turns not ready when the journal has been full (back-pressure) for longer than this: "
+        "the gateway is up but not taking messages.",
+    )
     max_rejected: int = Field(
         100_000,
         ge=0,
         description="Rejected messages kept for `gateway deadletter list` and `replay`; beyond it the oldest are "
         "dropped (counted in gateway_rejected_dropped). 0 keeps none.",
     )
+
+    _check_path = field_validator("path")(_writable_file)
 
 
 class DedupConfig(Section):
@@ -414,6 +470,11 @@ class AlertsConfig(Section):
         description="MQTT topic of notifications (QoS 1): retained while firing, cleared when resolved.",
     )
 
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, topic: str) -> str:
+        return topics.check_publish_template(topic, frozenset({"device", "rule"}))
+
     @field_validator("rules_file")
     @classmethod
     def _rules_load(cls, path: Path | None) -> Path | None:
@@ -498,6 +559,10 @@ def load_config(path: Path | None) -> GatewayConfig:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {str(path)!r} is not valid UTF-8: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
@@ -544,5 +609,17 @@ _URL_CREDENTIALS = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
 
 
 def masked_dump(config: GatewayConfig) -> dict[str, Any]:
-    """The effective configuration with secrets masked, for `check-config`."""
-    return config.model_dump(mode="json", exclude_none=True)
+    """The effective configuration with secrets masked, for `check-config`: SecretStr fields, and the
+    credentials of a URL (`https://user:pass@influx:8086`)."""
+    masked: dict[str, Any] = _mask_url_credentials(config.model_dump(mode="json", exclude_none=True))
+    return masked
+
+
+def _mask_url_credentials(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask_url_credentials(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_url_credentials(v) for v in value]
+    if isinstance(value, str):
+        return _URL_CREDENTIALS.sub(r"\1***@", value)
+    return value

@@ -8,25 +8,17 @@ from datetime import UTC, datetime
 
 import orjson
 
+from gateway import topics
 from gateway.model import Reading, Rejection
 
-UNKNOWN_DEVICE = "_unknown"
+UNKNOWN_DEVICE = topics.UNKNOWN_LEVEL
 # Oversized payloads are what gets them rejected; a record repeating 10 MB would only move the problem.
 MAX_PAYLOAD_IN_RECORD = 64 * 1024
-MAX_TOPIC_BYTES = 65_535  # MQTT's limit
 
 
 def topic_for(template: str, rejection: Rejection) -> str:
-    device = rejection.device or UNKNOWN_DEVICE
-    # A device id that would add topic levels or wildcards cannot name the dead-letter topic.
-    if any(c in device for c in "/+#") or not device:
-        device = UNKNOWN_DEVICE
-    topic = template.replace("{device}", device)
-    # A device id near MQTT's 65,535-byte topic limit (a rejected one: too long) makes a longer dead-letter
-    # topic, which paho refuses with ValueError on the network thread.
-    if len(topic.encode()) > MAX_TOPIC_BYTES:
-        topic = template.replace("{device}", UNKNOWN_DEVICE)
-    return topic
+    """A device id that cannot be a topic level (or makes the topic too long) is named `_unknown`."""
+    return topics.fill_template(template, {"device": rejection.device or ""})
 
 
 def reading_payload(reading: Reading) -> bytes:

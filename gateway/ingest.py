@@ -6,7 +6,7 @@ import logging
 import time
 from typing import NamedTuple
 
-from gateway import mapping
+from gateway import mapping, topics
 from gateway.config import GatewayConfig
 from gateway.dedup import DedupWindow, key_for
 from gateway.errors import PayloadRejected
@@ -26,11 +26,15 @@ class Outcome(NamedTuple):
     receive_timestamped: int = 0  # readings that carried no timestamp and got the receive time
     late: int = 0  # readings older than validation.max_late_s, accepted (late: accept)
     sequence_events: tuple[SequenceEvent, ...] = ()  # gaps, late arrivals, resets among the new readings
+    ignored: str | None = None  # why the message is not input at all (the gateway's own output): no dead letter
 
 
 class Ingestor:
     def __init__(self, config: GatewayConfig) -> None:
         self._router = TopicRouter(config.mappings)
+        # A mapping as broad as `+/+/{device}` also matches what the gateway publishes itself; ingesting that
+        # would dead-letter the dead letters, for ever.
+        self._own_outputs = own_output_filters(config)
         self._known_topics: dict[str, TopicMatch] = {}
         # One validator a mapping (its own limits over the top-level ones), found by the mapping's identity.
         self._validators = {id(m): Validator(config.validation.merged(m.validation)) for m in config.mappings}
@@ -56,9 +60,13 @@ class Ingestor:
     def process(self, raw: RawMessage) -> Outcome:
         device: str | None = None
         late = 0
+        if raw.stale_retained:
+            return Outcome([], 0, ignored="retained")
         try:
             match = self._known_topics.get(raw.topic)
             if match is None:
+                if any(topics.filter_matches(f, raw.topic) for f in self._own_outputs):
+                    return Outcome([], 0, ignored="own_output")
                 match = self._router.route(raw.topic)
                 if match is None:
                     raise PayloadRejected("no_mapping", f"no mapping matches topic {raw.topic[:200]!r}")
@@ -93,3 +101,11 @@ class Ingestor:
             fresh = [r for r in readings if not self._dedup.check_and_add(key_for(r), raw.received_at_ns)]
         events = tuple(e for e in map(self.sequences.observe, fresh) if e is not None)
         return Outcome(fresh, len(readings) - len(fresh), None, untimed, late, events)
+
+
+def own_output_filters(config: GatewayConfig) -> list[str]:
+    """Filters matching every topic the gateway publishes to: dead letters, and alerts when rules are loaded."""
+    filters = [topics.template_filter(config.mqtt.deadletter_topic)]
+    if config.alerts.rules_file is not None:
+        filters.append(topics.template_filter(config.alerts.topic))
+    return filters

@@ -151,8 +151,7 @@ class Journal:
         self.max_rejected = max_rejected
         self._max_payload_bytes = max_payload_bytes
         self._conn = open_database(path)
-        for sink in sinks:
-            self._conn.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)", (sink,))
+        self._set_cursors(list(sinks))
         row = self._conn.execute("SELECT coalesce(max(seq), 0), coalesce(sum(bytes), 0) FROM outbox").fetchone()
         self.last_seq: int = max(row[0], self._max_cursor())
         self.outbox_bytes: int = row[1]
@@ -162,6 +161,31 @@ class Journal:
         # data_version tells when, and the count is then taken again.
         self.rejected_rows: int = self._conn.execute("SELECT count(*) FROM rejected").fetchone()[0]
         self._data_version = self._read_data_version()
+
+    def _set_cursors(self, configured: list[str]) -> None:
+        """One cursor a configured sink (a new one starts at 0), and none for a sink no longer configured: its
+        cursor would stay where it stopped, the outbox is trimmed only up to the lowest cursor, and the journal
+        would fill until acknowledgements stop for good. What such a sink had not stored is said once."""
+        conn = self._conn
+        marks = ",".join("?" * len(configured))
+        stale = conn.execute(f"SELECT sink, upto FROM cursors WHERE sink NOT IN ({marks})", configured).fetchall()
+        for sink, upto in stale:
+            chunks = conn.execute("SELECT readings FROM outbox WHERE seq > ?", (upto,)).fetchall()
+            readings = sum(len(orjson.loads(blob)) for (blob,) in chunks)
+            log.warning(
+                "sink %r is no longer configured: dropped its journal cursor; it will never get the %d readings "
+                "(%d chunks) it had not stored",
+                sink,
+                readings,
+                len(chunks),
+                extra={"sink": sink, "readings": readings},
+            )
+            conn.execute("DELETE FROM cursors WHERE sink = ?", (sink,))
+        for sink in configured:
+            conn.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)", (sink,))
+        if stale:  # what every configured sink has stored can go now (a new sink's cursor is 0: nothing)
+            floor = conn.execute("SELECT min(upto) FROM cursors").fetchone()[0]
+            conn.execute("DELETE FROM outbox WHERE seq <= ?", (floor,))
 
     def _read_data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
@@ -260,6 +284,26 @@ class Journal:
 
     def deadletter_confirmed(self, seqs: Sequence[int]) -> None:
         self._conn.executemany("DELETE FROM deadletters WHERE seq = ?", [(s,) for s in seqs])
+
+    def deadletter_failed(self, failures: Sequence[tuple[int, str]]) -> None:
+        """MQTT messages that cannot be published (their topic or size is not MQTT's) leave the queue for the
+        `rejected` table, reason `publish_failed`, where `gateway deadletter list` shows them."""
+        conn = self._conn
+        now = time.time_ns()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            moved = []
+            for seq, why in failures:
+                row = conn.execute("SELECT topic, payload FROM deadletters WHERE seq = ?", (seq,)).fetchone()
+                if row is not None:
+                    moved.append(Rejection("publish_failed", why, row[0], bytes(row[1]), now))
+                    conn.execute("DELETE FROM deadletters WHERE seq = ?", (seq,))
+            rows, _dropped, data_version = self._keep_rejected(moved)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        self.rejected_rows, self._data_version = rows, data_version
 
     def pending_deadletters(self) -> list[PendingDeadLetter]:
         rows = self._conn.execute("SELECT seq, topic, payload, retain FROM deadletters ORDER BY seq").fetchall()

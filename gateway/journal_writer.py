@@ -50,6 +50,7 @@ class JournalWriter:
         self.journal = journal
         self._max_bytes = max_bytes
         self.backpressure = False
+        self.backpressure_since = 0.0  # time.monotonic() when the journal filled, while it is full
         self.committed_messages = 0
         self._source = source
         self._stats = stats
@@ -118,6 +119,7 @@ class JournalWriter:
         sending once receive_maximum messages are unacknowledged, and keeps the rest in the session."""
         if self.journal.outbox_bytes < self._max_bytes:
             return
+        self.backpressure_since = time.monotonic()
         self.backpressure = True
         log.warning(
             "journal holds %d bytes of unstored readings (journal.max_bytes=%d): not acknowledging until the "

@@ -40,6 +40,7 @@ class Stats:
     def __init__(self) -> None:
         self.messages_received = 0
         self.messages_rejected: Counter[str] = Counter()
+        self.messages_ignored: Counter[str] = Counter()  # not input: the gateway's own output, old retained ones
         self.readings_accepted = 0
         self.readings_duplicate = 0
         self.readings_receive_timestamped = 0
@@ -49,6 +50,7 @@ class Stats:
         self.sink_retries: Counter[str] = Counter()
         self.sink_errors: Counter[tuple[str, str]] = Counter()
         self.deadletters_published = 0
+        self.publish_failed = 0  # dead letters and notifications MQTT cannot carry (kept as rejected)
         self.journal_commits = 0
         self.rejected_dropped = 0
         self.alert_notifications: Counter[str] = Counter()
@@ -101,6 +103,15 @@ class StatsCollector(Collector):
         for reason, count in sorted(s.messages_rejected.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        ignored = CounterMetricFamily(
+            "gateway_messages_ignored",
+            "Messages acknowledged and not ingested, by reason: own_output (a topic the gateway publishes to), "
+            "retained (a retained message sent again on a resumed session).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s.messages_ignored.items()):
+            ignored.add_metric([reason], count)
+        yield ignored
         yield CounterMetricFamily(
             "gateway_readings_accepted", "Valid, new readings handed to the sinks.", value=s.readings_accepted
         )
@@ -133,6 +144,12 @@ class StatsCollector(Collector):
         yield errors
         yield CounterMetricFamily(
             "gateway_deadletters_published", "Dead-letter records published.", value=s.deadletters_published
+        )
+        yield CounterMetricFamily(
+            "gateway_publish_failed",
+            "Dead letters and alert notifications that could not be published (an invalid topic, too large); "
+            "kept in the journal as rejected, reason publish_failed.",
+            value=s.publish_failed,
         )
         yield CounterMetricFamily(
             "gateway_messages_acknowledged",

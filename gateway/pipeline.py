@@ -27,7 +27,7 @@ from gateway.config import BatchingConfig, GatewayConfig
 from gateway.http import StatusServer
 from gateway.ingest import Ingestor
 from gateway.journal import Journal
-from gateway.journal_writer import MAX_CHUNKS_AWAITING_COMMIT, Chunk, JournalWriter
+from gateway.journal_writer import Chunk, JournalWriter
 from gateway.metrics import Stats, StatsCollector
 from gateway.model import RawMessage, Reading, Rejection
 from gateway.self_metrics import SelfMetricsWriter
@@ -106,6 +106,7 @@ class Pipeline:
         if config.http.port:
             self.http = StatusServer(config.http.host, config.http.port, self.registry, self.readiness)
         self._sealed_messages = 0
+        self._reading_paused = False
 
     def _self_metric_values(self) -> dict[str, float]:
         stats = self.stats
@@ -141,7 +142,15 @@ class Pipeline:
         outcome = self.ingestor.process(raw)
         stats.ingest_seconds.observe(time.perf_counter() - started)
         chunk = self._chunk
-        if outcome.rejection is not None:
+        if outcome.ignored is not None:
+            stats.messages_ignored[outcome.ignored] += 1
+            log.info(
+                "ignored a message on %s: %s",
+                raw.topic[:200],
+                outcome.ignored,
+                extra={"rate_key": f"ignored:{outcome.ignored}", "reason": outcome.ignored},
+            )
+        elif outcome.rejection is not None:
             rejection = outcome.rejection
             stats.messages_rejected[rejection.reason] += 1
             log.info(
@@ -213,16 +222,34 @@ class Pipeline:
         self.writer.put(chunk)
 
     def _can_read(self) -> bool:
-        # With QoS 1 the broker's in-flight window (receive_maximum) bounds what can pile up unacknowledged,
-        # so the socket is always read: keepalive answers keep flowing even while the journal is full.
-        # QoS 0 has no window; there the only brake is to stop reading.
+        """Whether the network thread may read more: memory holds at most mqtt.max_messages_in_memory messages
+        the journal has not committed. The broker's window cannot be trusted to bound it (Mosquitto sends past
+        receive_maximum; 3.1.1 has no window), and while the journal is full nothing is committed."""
         if self._stopping.is_set():
             return False
-        return self.config.mqtt.qos == 1 or self.writer.backlog < MAX_CHUNKS_AWAITING_COMMIT
+        in_memory = self._sealed_messages + len(self._chunk.tokens) - self.writer.committed_messages
+        if in_memory < self.config.mqtt.max_messages_in_memory:
+            if self._reading_paused:
+                self._reading_paused = False
+                log.info("reading from the broker again")
+            return True
+        if not self._reading_paused:
+            self._reading_paused = True
+            log.warning(
+                "stopped reading from the broker: %d messages in memory wait for the journal "
+                "(mqtt.max_messages_in_memory=%d); the broker keeps the rest",
+                in_memory,
+                self.config.mqtt.max_messages_in_memory,
+            )
+        return False
 
-    def _on_deadletters_published(self, ids: list[int]) -> None:
+    def _on_deadletters_published(self, ids: list[int], failed: list[tuple[int, str]]) -> None:
         self.stats.deadletters_published += len(ids)
-        self.writer.call(functools.partial(self.journal.deadletter_confirmed, ids))
+        self.stats.publish_failed += len(failed)
+        if ids:
+            self.writer.call(functools.partial(self.journal.deadletter_confirmed, ids))
+        if failed:
+            self.writer.call(functools.partial(self.journal.deadletter_failed, failed))
 
     # -- sink worker threads ----------------------------------------------------------------------
 
@@ -243,14 +270,20 @@ class Pipeline:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
+        """(ready, why): every reason the gateway is not ready, joined, so one probe tells the whole story."""
+        reasons = []
         if not self.source.connected:
-            return False, "broker not connected"
+            reasons.append("broker not connected")
         if self.writer.failed:
-            return False, f"journal not writable: {self.writer.failed}"
+            reasons.append(f"journal not writable: {self.writer.failed}")
+        if self.writer.backpressure:
+            full_s = time.monotonic() - self.writer.backpressure_since
+            if full_s > self.config.journal.max_backpressure_s:
+                reasons.append(f"journal full (journal.max_bytes) for {full_s:.0f} s: not acknowledging messages")
         unhealthy = [w.sink.name for w in self.workers if not w.healthy]
         if unhealthy:
-            return False, f"sinks failing: {', '.join(unhealthy)}"
-        return True, "ready"
+            reasons.append(f"sinks failing: {', '.join(unhealthy)}")
+        return (False, "; ".join(reasons)) if reasons else (True, "ready")
 
     def run(self, stop: threading.Event, shutdown_timeout_s: float = 30.0) -> None:
         """Run until `stop` is set; then stop reading, commit and acknowledge what was read, give the sinks

@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import MqttConfig
 from gateway.journal import PendingDeadLetter
@@ -36,6 +37,11 @@ _BURST_MAX = 2000  # messages read before the pipeline gets a chunk and acks get
 _READ_SIZE = 1 << 16
 _PUBACK = 0x40
 _PUBACK_PREFIX = bytes([_PUBACK, 2])
+_RETAIN_HANDLING = {
+    "always": SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE,
+    "new_subscription": SubscribeOptions.RETAIN_SEND_IF_NEW_SUB,
+    "never": SubscribeOptions.RETAIN_DO_NOT_SEND,
+}
 
 
 class _BufferedClient(mqtt.Client):
@@ -80,7 +86,7 @@ class MqttSource:
         on_message: Callable[[RawMessage], None],
         on_burst_end: Callable[[], None],
         can_read: Callable[[], bool] = lambda: True,
-        on_published: Callable[[list[int]], None] = lambda _ids: None,
+        on_published: Callable[[list[int], list[tuple[int, str]]], None] = lambda _ids, _failed: None,
     ) -> None:
         self._config = config
         self._filters = [f"$share/{config.shared_group}/{f}" if config.shared_group else f for f in topic_filters]
@@ -92,6 +98,7 @@ class MqttSource:
         self._publishing: dict[int, int] = {}  # packet id -> caller's id, until the broker's PUBACK
         self._published: list[int] = []
         self._generation = 0
+        self._skip_retained = False
         self._connected = threading.Event()
         self._received = 0
         self._acks: deque[AckToken] = deque()
@@ -120,8 +127,9 @@ class MqttSource:
                 self._wake_w.send(b"\0")
 
     def send(self, messages: Iterable[PendingDeadLetter]) -> None:
-        """Publish (id, topic, payload, retain) at QoS 1; `on_published` gets the ids the broker acknowledged.
-        Thread-safe; paho keeps unacknowledged ones across reconnects."""
+        """Publish (id, topic, payload, retain) at QoS 1; `on_published` gets the ids the broker acknowledged,
+        and (id, why) of those that cannot be published at all. Thread-safe; paho keeps unacknowledged ones
+        across reconnects."""
         self._outgoing.extend(messages)
         self._wake()
 
@@ -146,6 +154,12 @@ class MqttSource:
                 delay = backoff.next_delay()
                 log.warning("disconnected from broker; reconnecting in %.1f s", delay)
                 stop.wait(delay)
+            if not stop.is_set() and not self._can_read():
+                # Paused long enough for the keepalive to end the connection (the journal is full): a new
+                # connection would only be flooded again. The broker keeps the messages meanwhile.
+                log.warning("not reconnecting until the gateway can take messages again")
+                while not stop.is_set() and not self._can_read():
+                    stop.wait(0.1)
         self._client.disconnect()
         self._client.loop_write()
 
@@ -203,8 +217,15 @@ class MqttSource:
             log.error("broker refused the connection: %s", reason)
             return
         self._generation += 1
-        # Subscribing again is harmless with a resumed session and needed with a new one.
-        client.subscribe([(f, int(self._config.qos)) for f in self._filters])
+        # Subscribing again is needed with a new session; with a resumed one it would repeat every retained
+        # message unless Retain Handling (MQTT 5) says otherwise, and under 3.1.1 those are skipped instead.
+        policy = self._config.retained
+        self._skip_retained = policy == "never" or (policy == "new_subscription" and bool(flags.session_present))
+        if self._config.protocol == "5":
+            options = SubscribeOptions(qos=int(self._config.qos), retainHandling=_RETAIN_HANDLING[policy])
+            client.subscribe([(f, options) for f in self._filters])
+        else:
+            client.subscribe([(f, int(self._config.qos)) for f in self._filters])
         self._connected.set()
         log.info(
             "connected to %s (session %s), subscribed to %s",
@@ -223,7 +244,8 @@ class MqttSource:
     def _handle_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._received += 1
         token = (self._generation, msg.mid) if msg.qos > 0 else None
-        self._on_message(RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token))
+        stale = msg.retain and self._skip_retained
+        self._on_message(RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token, stale))
 
     def _handle_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _props: Any) -> None:
         caller_id = self._publishing.pop(mid, None)
@@ -231,16 +253,23 @@ class MqttSource:
             self._published.append(caller_id)
 
     def _send_publishes(self) -> None:
+        failed: list[tuple[int, str]] = []
         while self._outgoing:
             caller_id, topic, payload, retain = self._outgoing.popleft()
-            info = self._client.publish(topic, payload, qos=1, retain=retain)
+            try:
+                info = self._client.publish(topic, payload, qos=1, retain=retain)
+            except ValueError as exc:  # a topic or payload MQTT cannot carry: this message, never the session
+                failed.append((caller_id, str(exc)))
+                log.error("cannot publish to %r: %s; kept in the journal as rejected", topic[:200], exc)
+                continue
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                log.error("could not queue a publish to %s: %s", topic, mqtt.error_string(info.rc))
+                failed.append((caller_id, mqtt.error_string(info.rc)))
+                log.error("could not queue a publish to %r: %s", topic[:200], mqtt.error_string(info.rc))
                 continue
             self._publishing[info.mid] = caller_id
-        if self._published:
+        if self._published or failed:
             confirmed, self._published = self._published, []
-            self._on_published(confirmed)
+            self._on_published(confirmed, failed)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -291,6 +320,8 @@ class MqttSource:
     def _read_burst(self) -> MQTTErrorCode:
         # loop_read handles one packet a call; keep reading while messages keep coming.
         for _ in range(_BURST_MAX):
+            if not self._can_read():
+                break
             before = self._received
             rc = self._client.loop_read()
             if rc != mqtt.MQTT_ERR_SUCCESS:

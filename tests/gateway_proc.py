@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import yaml
+
+from device_sim.blast import blast, publish_packet
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +35,65 @@ def store_env(tmp_path: Path, broker_url: str, influx_url: str, client_id: str) 
         "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
         "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
     }
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, timeout_s: float, context: Callable[[], str] = lambda: ""
+) -> None:
+    """Poll `condition` until it is true; fail naming `what` (and `context()`, e.g. a log tail) on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{context()}")
+        time.sleep(0.05)
+
+
+def publish(broker_url: str, messages: Sequence[tuple[str, bytes]], client_id: str = "test-publisher") -> None:
+    """Publish at QoS 1 (MQTT 3.1.1, pre-encoded: fast) and fail unless the broker acknowledged every one."""
+    packets = [publish_packet(topic, payload, i % 65535 + 1) for i, (topic, payload) in enumerate(messages)]
+    stats = blast(packets, broker_url, client_id=client_id)
+    assert stats.acknowledged == len(messages), f"broker acknowledged {stats.acknowledged} of {len(messages)}"
+
+
+def run_cli(args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway <args>` to completion, in a clean environment (no developer's GATEWAY_* variables)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def sqlite_rows(db: Path) -> int:
+    """Rows in the SQLite sink's table (one a field of a reading); 0 before the sink created it."""
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        try:
+            return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def sqlite_gateway(workdir: Path, broker_url: str, client_id: str, **sections: object) -> GatewayProcess:
+    """A gateway storing into SQLite only (`workdir/gateway.db`), journal `workdir/journal.db`, configured by a
+    YAML file written from `sections` (merged over that base): the same identity across restarts."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config: dict[str, object] = {
+        "mqtt": {"url": broker_url, "client_id": client_id},
+        "sqlite": {"path": str(workdir / "gateway.db"), "flush_interval_ms": 20},
+        "journal": {"path": str(workdir / "journal.db")},
+    }
+    for name, section in sections.items():
+        base = config.get(name)
+        config[name] = {**base, **section} if isinstance(base, dict) and isinstance(section, dict) else section
+    path = workdir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return GatewayProcess(workdir, {}, config=path)
 
 
 class GatewayProcess:
@@ -104,6 +169,26 @@ class GatewayProcess:
                 return value
             time.sleep(0.1)
         return value
+
+    def readyz(self) -> tuple[int, str]:
+        """(HTTP status, body) of /readyz."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=5) as resp:
+                return resp.status, resp.read().decode().strip()
+        except urllib.error.HTTPError as err:
+            with err:
+                return err.code, err.read().decode().strip()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for_log(self, text: str, timeout_s: float) -> str:
+        """The log once it holds `text`; fails with the log's tail when it does not within `timeout_s`."""
+        wait_until(lambda: text in self.log_text(), f"log line {text!r}", timeout_s, self.log_tail)
+        return self.log_text()
 
     def log_tail(self, lines: int = 40) -> str:
         try:

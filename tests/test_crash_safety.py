@@ -25,7 +25,7 @@ import pytest
 from device_sim.blast import blast, encode_all
 from device_sim.fleet import FleetSpec, generate
 from device_sim.manifest import Manifest
-from tests.gateway_proc import GatewayProcess, store_env
+from tests.gateway_proc import GatewayProcess, sqlite_rows, store_env
 from tests.servers import Mosquitto, VictoriaMetrics
 from tests.storecheck import Key, compare, vm_readings
 
@@ -97,17 +97,6 @@ def _rss_mb(gateway: GatewayProcess) -> tuple[float, float]:
     return int(values.get("VmRSS", 0)) / 1024, int(values.get("VmHWM", 0)) / 1024
 
 
-def _sqlite_rows(path: Path) -> int:
-    """Rows in the SQLite sink (one per field of a reading; the primary key makes re-writes replace)."""
-    if not path.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
-        try:
-            return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
-        except sqlite3.OperationalError:  # the sink has not created its table yet
-            return 0
-
-
 def _pending_in_journal(metrics: dict[str, float]) -> float:
     return metrics.get("gateway_journal_bytes", 0) + sum(
         metrics.get(f'gateway_sink_pending_chunks{{sink="{sink}"}}', 0) for sink in SINKS
@@ -139,7 +128,7 @@ def _wait_stored(gateway: GatewayProcess, db: Path, readings: int, timeout_s: fl
     rows = 0
     while time.monotonic() < deadline:
         if _pending_in_journal(gateway.metrics()) == 0:
-            rows = _sqlite_rows(db)
+            rows = sqlite_rows(db)
             if rows >= readings * FIELDS:
                 _wait_idle(gateway, timeout_s=max(5.0, deadline - time.monotonic()), quiet_s=0.5)
                 return time.monotonic() - began
@@ -274,7 +263,7 @@ def test_three_kill9_during_200k_messages_lose_nothing(
     )
     assert (len(result.missing), len(result.extra), len(result.mismatched)) == (0, 0, 0), result.missing[:5]
     assert result.stored == total
-    assert _sqlite_rows(tmp_path / "gateway.db") == total * FIELDS
+    assert sqlite_rows(tmp_path / "gateway.db") == total * FIELDS
     # Exactly 200,000 readings as InfluxDB counts them (one point per series and timestamp: result.stored above),
     # and exactly once in SQLite, which overwrites like InfluxDB. VictoriaMetrics keeps a re-written sample
     # twice, and a kill that lands after it accepted a batch but before the journal committed the sink's
