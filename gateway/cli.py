@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from gateway.config import GatewayConfig, load_config, masked_dump
+from gateway.config import GatewayConfig, check_writable_paths, load_config, masked_dump
 from gateway.config_warnings import config_warnings
 from gateway.errors import ConfigError, DemoError, ReplayError
 from gateway.logs import configure as configure_logging
@@ -69,6 +69,11 @@ def check_config(config: ConfigOption = None) -> None:
 def run(config: ConfigOption = None) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     loaded = _load(config)
+    try:
+        check_writable_paths(loaded)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
     configure_logging(loaded.log.level, loaded.log.format)
     for warning in config_warnings(loaded, os.environ):
         logging.getLogger("gateway").warning("configuration: %s", warning)

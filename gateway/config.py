@@ -47,9 +47,24 @@ def _read_secret(value: SecretStr | None, path: Path | None, key: str) -> Secret
         raise ValueError(f"{key}_file: cannot read {str(path)!r}: {exc.strerror}") from exc
 
 
+def check_writable_paths(config: GatewayConfig) -> None:
+    """`gateway run` checks the database files it must write before it opens them, so that a path that cannot
+    be written is named with its key (exit 2) instead of a traceback from SQLite. Only at start-up: once
+    running, a SQLite store that goes away is retried like any other store."""
+    paths = {"journal.path": config.journal.path, "sqlite.path": config.sqlite.path if config.sqlite else None}
+    problems = []
+    for key, path in paths.items():
+        if path is not None:
+            try:
+                _writable_file(path)
+            except ValueError as exc:
+                problems.append(f"{key}: {exc} (value {str(path)!r})")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
 def _writable_file(path: Path) -> Path:
-    """A database file the gateway will create or write: caught here, with its key, instead of as a traceback
-    from SQLite at start-up."""
+    """A database file the gateway will create or write; raises ValueError saying why it cannot."""
     if path.exists():
         if not path.is_file():
             raise ValueError(f"{str(path)!r} exists and is not a file")
@@ -225,8 +240,6 @@ class InfluxConfig(BatchingConfig):
 class SqliteConfig(BatchingConfig):
     path: Path = Field(Path("data/gateway.db"), description="SQLite database file (created if missing).")
 
-    _check_path = field_validator("path")(_writable_file)
-
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 
@@ -283,8 +296,6 @@ class JournalConfig(Section):
         description="Rejected messages kept for `gateway deadletter list` and `replay`; beyond it the oldest are "
         "dropped (counted in gateway_rejected_dropped). 0 keeps none.",
     )
-
-    _check_path = field_validator("path")(_writable_file)
 
 
 class DedupConfig(Section):

@@ -35,10 +35,21 @@ SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10_000, 50_000)
 
 
 class Stats:
-    """Every message is accounted for: received = stored + duplicates + rejected + pending (in messages)."""
+    """Two accounting identities, one for messages and one for readings (a message may carry several):
+
+        messages_received = messages_accepted + messages_duplicate + messages_empty + messages_rejected
+                            + messages_ignored
+        readings_accepted = readings_stored[sink] + readings_refused[sink] + what that sink has yet to write
+
+    for every sink that stores device readings; the second holds for the readings of this run once the
+    journal is drained (readings left in the journal by an earlier run are stored, and counted, in this one).
+    """
 
     def __init__(self) -> None:
         self.messages_received = 0
+        self.messages_accepted = 0  # at least one new reading
+        self.messages_duplicate = 0  # readings, every one already seen
+        self.messages_empty = 0  # valid, nothing to store: every field filtered out (include / exclude)
         self.messages_rejected: Counter[str] = Counter()
         self.messages_ignored: Counter[str] = Counter()  # not input: the gateway's own output, old retained ones
         self.readings_accepted = 0
@@ -46,6 +57,7 @@ class Stats:
         self.readings_receive_timestamped = 0
         self.readings_late = 0
         self.readings_stored: Counter[str] = Counter()
+        self.readings_refused: Counter[str] = Counter()  # by sink: the store refused them (4xx), dead-lettered
         self.sink_writes: Counter[str] = Counter()
         self.sink_retries: Counter[str] = Counter()
         self.sink_errors: Counter[tuple[str, str]] = Counter()
@@ -113,6 +125,19 @@ class StatsCollector(Collector):
             ignored.add_metric([reason], count)
         yield ignored
         yield CounterMetricFamily(
+            "gateway_messages_accepted", "Messages with at least one new reading.", value=s.messages_accepted
+        )
+        yield CounterMetricFamily(
+            "gateway_messages_duplicate",
+            "Messages whose readings had all been seen before (dropped).",
+            value=s.messages_duplicate,
+        )
+        yield CounterMetricFamily(
+            "gateway_messages_empty",
+            "Valid messages with nothing to store: every field filtered out by the mapping's include / exclude.",
+            value=s.messages_empty,
+        )
+        yield CounterMetricFamily(
             "gateway_readings_accepted", "Valid, new readings handed to the sinks.", value=s.readings_accepted
         )
         yield CounterMetricFamily(
@@ -132,12 +157,18 @@ class StatsCollector(Collector):
             yield from _sequence_metrics(self._sequences)
         stored = CounterMetricFamily("gateway_readings_stored", "Readings accepted by a sink.", labels=["sink"])
         writes = CounterMetricFamily("gateway_sink_writes", "Successful write requests.", labels=["sink"])
+        refused = CounterMetricFamily(
+            "gateway_readings_refused",
+            "Readings a store refused (a 4xx other than 429), dead-lettered as store_refused.",
+            labels=["sink"],
+        )
         retries = CounterMetricFamily("gateway_sink_retries", "Write attempts that will be retried.", labels=["sink"])
-        for sink in sorted(set(s.readings_stored) | set(s.sink_writes) | set(s.sink_retries)):
+        for sink in sorted(set(s.readings_stored) | set(s.sink_writes) | set(s.sink_retries) | set(s.readings_refused)):
             stored.add_metric([sink], s.readings_stored[sink])
+            refused.add_metric([sink], s.readings_refused[sink])
             writes.add_metric([sink], s.sink_writes[sink])
             retries.add_metric([sink], s.sink_retries[sink])
-        yield from (stored, writes, retries)
+        yield from (stored, refused, writes, retries)
         errors = CounterMetricFamily("gateway_sink_errors", "Failed writes, by kind.", labels=["sink", "kind"])
         for (sink, kind), count in sorted(s.sink_errors.items()):
             errors.add_metric([sink, kind], count)

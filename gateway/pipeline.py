@@ -168,6 +168,13 @@ class Pipeline:
             chunk.deadletters.append(self._deadletter_record(rejection))
             chunk.rejected.append(rejection)
         else:
+            # Each message counted once, by what became of it; readings are counted on their own.
+            if outcome.readings:
+                stats.messages_accepted += 1
+            elif outcome.duplicates:
+                stats.messages_duplicate += 1
+            else:
+                stats.messages_empty += 1
             stats.readings_accepted += len(outcome.readings)
             stats.readings_duplicate += outcome.duplicates
             stats.readings_receive_timestamped += outcome.receive_timestamped
@@ -254,8 +261,8 @@ class Pipeline:
     # -- sink worker threads ----------------------------------------------------------------------
 
     def _deadletter_readings(self, reason: str, readings: list[Reading]) -> None:
-        """Readings a store refused become dead-letter records, committed like any other."""
-        self.stats.messages_rejected["store_refused"] += len(readings)
+        """Readings a store refused become dead-letter records, committed like any other (the sink worker
+        counts them, as readings: their messages were accepted)."""
         records = []
         rejections = []
         for r in readings:

@@ -165,15 +165,21 @@ class SinkWorker:
                     exc,
                     extra={"correlation_id": readings[0].reading_id, "rate_key": f"refused:{name}"},
                 )
+                if getattr(self.sink, "counts_readings", True):
+                    self._stats.readings_refused[name] += _device_readings(readings)
                 self._deadletter(f"{name}: {exc}", readings)
             else:
                 # Device readings only: the gateway's own points (its metrics, alerts) are not what it received,
                 # and a sink that stores none of them (the webhook) does not count at all.
                 if getattr(self.sink, "counts_readings", True):
-                    own = sum(1 for r in readings if r.measurement in RESERVED_MEASUREMENTS)
-                    self._stats.readings_stored[name] += len(readings) - own
+                    self._stats.readings_stored[name] += _device_readings(readings)
                 self._stats.sink_writes[name] += 1
                 self._write_seconds.observe(time.perf_counter() - started)
                 self._batch_readings.observe(len(readings))
             self.healthy = True
             return True
+
+
+def _device_readings(readings: list[Reading]) -> int:
+    """How many of these are device readings, not the gateway's own points (its metrics, alerts)."""
+    return len(readings) - sum(1 for r in readings if r.measurement in RESERVED_MEASUREMENTS)

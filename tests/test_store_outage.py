@@ -459,7 +459,7 @@ def test_store_answers_are_honoured_and_a_refused_reading_is_dead_lettered(
     assert record["device"] == poison_device
     assert POISON_DETAIL in str(record["detail"])
     assert orjson.loads(str(record["payload"]))["metrics"] == {"poison": 1.5}
-    assert metrics['gateway_messages_rejected{reason="store_refused"}'] == 1
+    assert metrics['gateway_readings_refused{sink="influx"}'] == 1  # a reading; its message was accepted
     assert metrics[RETRIES] == 3
 
     assert victoria.count_samples('{__name__="telemetry_poison"}') == 0
