@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from gateway.errors import PayloadRejected
+from gateway.formats.base import json_syntax_rejection
 from gateway.formats.identity import content_id
 from gateway.formats.timestamps import to_ns
 from gateway.model import FieldValue, Reading
@@ -82,7 +83,7 @@ def _rejection(exc: ValidationError) -> PayloadRejected:
     first = errors[0]
     where = _where(first["loc"])
     if "json_invalid" in types:
-        return PayloadRejected("malformed_json", f"not valid JSON: {first['msg']}")
+        return json_syntax_rejection(first["msg"])
     if "finite_number" in types:
         bad = next(e for e in errors if e["type"] == "finite_number")
         return PayloadRejected("non_finite_value", f"{_where(bad['loc'])} is NaN or infinite")
