@@ -19,6 +19,7 @@ class RawMessage(NamedTuple):
     qos: int
     received_at_ns: int
     ack_token: tuple[int, int] | None = None  # (connection generation, packet id); None for QoS 0
+    dup: bool = False  # MQTT's DUP flag: the broker sent this message before (same packet id), unacknowledged
 
 
 class Reading(NamedTuple):

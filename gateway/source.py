@@ -223,7 +223,7 @@ class MqttSource:
     def _handle_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._received += 1
         token = (self._generation, msg.mid) if msg.qos > 0 else None
-        self._on_message(RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token))
+        self._on_message(RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token, bool(msg.dup)))
 
     def _handle_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _props: Any) -> None:
         caller_id = self._publishing.pop(mid, None)
