@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from gateway import mapping, topics
 from gateway.config import GatewayConfig
-from gateway.dedup import DedupWindow, key_for
+from gateway.dedup import DedupKey, DedupWindow, delivery_key, key_for
 from gateway.errors import PayloadRejected
 from gateway.mapping import TopicMatch, TopicRouter
 from gateway.model import RawMessage, Reading, Rejection
@@ -26,6 +26,7 @@ class Outcome(NamedTuple):
     receive_timestamped: int = 0  # readings that carried no timestamp and got the receive time
     late: int = 0  # readings older than validation.max_late_s, accepted (late: accept)
     sequence_events: tuple[SequenceEvent, ...] = ()  # gaps, late arrivals, resets among the new readings
+    delivery_key: DedupKey | None = None  # to commit with the readings, when they have no device time
     ignored: str | None = None  # why the message is not input at all (the gateway's own output): no dead letter
 
 
@@ -95,12 +96,23 @@ class Ingestor:
                 [], 0, Rejection("internal_error", detail, raw.topic, raw.payload, raw.received_at_ns, device)
             )
         untimed = sum(1 for r in readings if not r.time_from_device)
-        if self._dedup is None:
+        window = self._dedup
+        delivery = None
+        if window is None:
             fresh = readings
         else:
-            fresh = [r for r in readings if not self._dedup.check_and_add(key_for(r), raw.received_at_ns)]
+            # Readings stamped with the receive time have ids a redelivery does not share: recognise the message.
+            delivery = delivery_key(raw) if untimed else None
+            if delivery is not None and raw.dup and window.is_redelivery(delivery, raw.received_at_ns):
+                fresh = []
+            else:
+                fresh = [r for r in readings if not window.check_and_add(key_for(r), raw.received_at_ns)]
+                if delivery is not None and fresh:
+                    window.remember_delivery(delivery, raw.received_at_ns)
+                else:
+                    delivery = None
         events = tuple(e for e in map(self.sequences.observe, fresh) if e is not None)
-        return Outcome(fresh, len(readings) - len(fresh), None, untimed, late, events)
+        return Outcome(fresh, len(readings) - len(fresh), None, untimed, late, events, delivery)
 
 
 def own_output_filters(config: GatewayConfig) -> list[str]:

@@ -10,6 +10,7 @@ Schema:
     outbox(seq INTEGER PRIMARY KEY, readings BLOB, bytes INTEGER)   -- one row a chunk; readings as JSON arrays
     cursors(sink TEXT PRIMARY KEY, upto INTEGER)                    -- highest seq the sink has stored
     dedup(seq INTEGER PRIMARY KEY, seen_ns INTEGER, n INTEGER, keys BLOB)  -- a chunk's (device, reading id)s
+                  and delivery keys (gateway/dedup.py)
     deadletters(seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB, retain INTEGER)  -- MQTT messages to
                   publish (dead letters, alert notifications) until the broker acknowledged them
     alert_state(id INTEGER PRIMARY KEY CHECK (id = 1), snapshot BLOB)  -- the alert engine's state
@@ -131,10 +132,14 @@ def dedup_keys_since(conn: sqlite3.Connection, since_ns: int) -> Iterator[tuple[
             yield (device, reading_id), seen_ns
 
 
-def add_dedup_keys(conn: sqlite3.Connection, readings: Sequence[Reading], seen_ns: int) -> None:
-    """One row a chunk, not a row a reading: a B-tree insert per reading halved the throughput."""
-    keys = orjson.dumps([(r.device, r.reading_id) for r in readings])
-    conn.execute("INSERT INTO dedup (seen_ns, n, keys) VALUES (?, ?, ?)", (seen_ns, len(readings), keys))
+def add_dedup_keys(
+    conn: sqlite3.Connection, readings: Sequence[Reading], seen_ns: int, extra: Sequence[tuple[str, str]] = ()
+) -> None:
+    """One row a chunk, not a row a reading: a B-tree insert per reading halved the throughput. `extra`: keys
+    that are not a reading's (the delivery keys of gateway/dedup.py)."""
+    keys = [(r.device, r.reading_id) for r in readings]
+    keys.extend(extra)
+    conn.execute("INSERT INTO dedup (seen_ns, n, keys) VALUES (?, ?, ?)", (seen_ns, len(keys), orjson.dumps(keys)))
 
 
 class Journal:
@@ -203,6 +208,7 @@ class Journal:
         rejected: Sequence[Rejection] = (),
         notifications: Sequence[tuple[str, bytes, bool]] = (),
         alert_state: bytes | None = None,
+        delivery_keys: Sequence[tuple[str, str]] = (),
     ) -> tuple[int, list[PendingDeadLetter], int]:
         """One transaction: the chunk's readings, their dedup keys, its dead-letter records, its rejected
         messages. Returns the chunk's outbox seq (or the last one when there were no readings), the dead letters
@@ -217,7 +223,7 @@ class Journal:
             if readings:
                 seq += 1
                 conn.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, blob, len(blob)))
-                add_dedup_keys(conn, readings, time.time_ns())
+                add_dedup_keys(conn, readings, time.time_ns(), delivery_keys)
             for topic, payload in deadletters:
                 pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload))
             for topic, payload, retain in notifications:

@@ -6,9 +6,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+from gateway.dedup import DedupKey
 from gateway.journal import Journal, JournalError, OutboxChunk
 from gateway.metrics import Stats
 from gateway.model import Reading, Rejection
@@ -33,6 +34,7 @@ class Chunk(NamedTuple):
     rejected: list[Rejection]  # kept in the journal for `gateway deadletter replay`
     notifications: list[tuple[str, bytes, bool]]  # alert messages to publish: (topic, payload, retain)
     alert_state: bytes | None = None  # the alert engine's state after this chunk, when it changed
+    delivery_keys: Sequence[DedupKey] = ()  # of messages whose readings have no device time (gateway/dedup.py)
 
 
 class JournalWriter:
@@ -140,11 +142,14 @@ class JournalWriter:
         rejected = [r for chunk in batch for r in chunk.rejected]
         notifications = [n for chunk in batch for n in chunk.notifications]
         alert_state = next((c.alert_state for c in reversed(batch) if c.alert_state is not None), None)
+        delivery_keys = [k for chunk in batch for k in chunk.delivery_keys]
         backoff = Backoff(0.1, 5.0)
         started = time.perf_counter()
         while True:
             try:
-                seq, pending, dropped = self.journal.commit(readings, records, rejected, notifications, alert_state)
+                seq, pending, dropped = self.journal.commit(
+                    readings, records, rejected, notifications, alert_state, delivery_keys
+                )
                 break
             except JournalError as exc:
                 # Nothing of this batch is acknowledged; the broker keeps it. Disk full usually passes.

@@ -19,6 +19,7 @@ class RawMessage(NamedTuple):
     qos: int
     received_at_ns: int
     ack_token: tuple[int, int] | None = None  # (connection generation, packet id); None for QoS 0
+    dup: bool = False  # MQTT's DUP flag: the broker sent this message before (same packet id), unacknowledged
     # A retained message sent again because the gateway subscribed again on a resumed session: MQTT 3.1.1 has
     # no Retain Handling option, so the broker repeats every retained message on each reconnect.
     stale_retained: bool = False

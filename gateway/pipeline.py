@@ -24,6 +24,7 @@ from gateway import deadletter
 from gateway.alerting import AlertStage
 from gateway.alerts import Alert
 from gateway.config import BatchingConfig, GatewayConfig
+from gateway.dedup import DedupKey
 from gateway.http import StatusServer
 from gateway.ingest import Ingestor
 from gateway.journal import Journal
@@ -45,6 +46,7 @@ class Pipeline:
         self.stats = Stats()
         self.ingestor = Ingestor(config)
         self._chunk = _new_chunk()
+        self._delivery_keys: list[DedupKey] = []  # the current chunk's (see gateway/dedup.py)
         self._stopping = threading.Event()
         self.journal = Journal(
             config.journal.path,
@@ -128,7 +130,7 @@ class Pipeline:
         since = time.time_ns() - window.window_ns
         restored = 0
         for key, seen_ns in self.journal.recent_dedup_keys(since):
-            window.check_and_add(key, seen_ns)
+            window.restore(key, seen_ns)
             restored += 1
         if restored:
             log.info("restored %d dedup keys from the journal", restored)
@@ -180,6 +182,8 @@ class Pipeline:
             stats.readings_receive_timestamped += outcome.receive_timestamped
             stats.readings_late += outcome.late
             chunk.readings.extend(outcome.readings)
+            if outcome.delivery_key is not None:
+                self._delivery_keys.append(outcome.delivery_key)
             if self.alerts is not None and (outcome.readings or outcome.sequence_events):
                 found = self.alerts.on_readings(outcome.readings, outcome.sequence_events, raw.received_at_ns)
                 if found:
@@ -223,6 +227,9 @@ class Pipeline:
         if not chunk.tokens and not chunk.readings and not chunk.notifications:
             return
         self._chunk = _new_chunk()
+        if self._delivery_keys:
+            chunk = chunk._replace(delivery_keys=self._delivery_keys)
+            self._delivery_keys = []
         if self.alerts is not None:
             chunk = chunk._replace(alert_state=self.alerts.state_if_changed())
         self._sealed_messages += len(chunk.tokens)

@@ -245,7 +245,8 @@ class MqttSource:
         self._received += 1
         token = (self._generation, msg.mid) if msg.qos > 0 else None
         stale = msg.retain and self._skip_retained
-        self._on_message(RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token, stale))
+        raw = RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token, bool(msg.dup), stale)
+        self._on_message(raw)
 
     def _handle_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _props: Any) -> None:
         caller_id = self._publishing.pop(mid, None)

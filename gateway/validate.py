@@ -12,12 +12,18 @@ from gateway.config import RESERVED_MEASUREMENTS, MetricRule, ValidationConfig
 from gateway.errors import PayloadRejected
 from gateway.model import FieldValue, Reading
 
-# `device` is the tag the gateway sets from the topic; a payload must not be able to overwrite it.
-RESERVED_TAGS = frozenset({"device"})
+# Tag names that already mean something, so a payload cannot send them (the stores would disagree on the reading).
+RESERVED_TAGS = {
+    "device": "the gateway sets it from the topic",
+    "__name__": "VictoriaMetrics takes it for the metric name and drops the tag",
+    "time": "InfluxDB refuses every point with a time tag",
+}
 MAX_NAME_LENGTH = 256
-# InfluxDB's valid timestamps; SQLite's INTEGER is 64-bit too. One reading outside this range would fail a
-# whole batch at the sink (HTTP 400, or an OverflowError from sqlite3), so it is rejected here instead.
-MIN_TIME_NS = -9_223_372_036_854_775_806
+# The earliest device time accepted: 2000-01-01T00:00:00Z. Earlier stamps are a clock that was never set (0, or
+# seconds since boot), and the stores disagree on them: VictoriaMetrics replaces a 0 timestamp with the time of the
+# write and silently drops times before 1970, where SQLite and InfluxDB store them. The latest is InfluxDB's last valid
+# timestamp (SQLite's INTEGER is 64-bit too): one reading beyond it would fail a whole batch at the sink.
+MIN_TIME_NS = 946_684_800 * 1_000_000_000
 MAX_TIME_NS = 9_223_372_036_854_775_806
 _RULE_CACHE_MAX = 10_000
 _TYPE_OF = {float: "number", int: "number", bool: "boolean", str: "string"}
@@ -71,7 +77,8 @@ class Validator:
         if not MIN_TIME_NS <= reading.time_ns <= MAX_TIME_NS:
             raise PayloadRejected(
                 "timestamp_out_of_range",
-                f"reading {reading.reading_id[:128]!r} is stamped outside 1677-09-21..2262-04-11 (64-bit ns)",
+                f"reading {reading.reading_id[:128]!r} is stamped outside 2000-01-01..2262-04-11 (before 2000: a "
+                "device clock that was never set?)",
             )
         if reading.time_ns - now_ns > self._max_future_ns:
             ahead = (reading.time_ns - now_ns) / 1e9
@@ -97,6 +104,10 @@ class Validator:
         rules = self._rules
         for name, value in reading.fields.items():
             _check_name(name, "metric")
+            if '"' in name:
+                # Line protocol cannot carry it to VictoriaMetrics: unescaped, the quote opens a string and the
+                # point is corrupted; escaped (as InfluxDB wants), VictoriaMetrics keeps the backslash.
+                raise PayloadRejected("invalid_name", f"metric name {name[:64]!r} contains a double quote")
             if rules:
                 rule = self._rule(name)
                 if rule is not None:
@@ -104,7 +115,7 @@ class Validator:
         for name, value in reading.tags.items():
             _check_name(name, "tag")
             if name in RESERVED_TAGS:
-                raise PayloadRejected("reserved_tag", f"tag {name!r} is set by the gateway and cannot be sent")
+                raise PayloadRejected("reserved_tag", f"tag {name!r} is reserved: {RESERVED_TAGS[name]}")
             if not value or not value.isprintable():
                 raise PayloadRejected("invalid_name", f"tag {name[:64]!r} has an empty or unprintable value")
         for field_value in reading.fields.values():

@@ -331,8 +331,16 @@ def test_payload_id_wins_over_seq() -> None:
 
 def test_seq_gives_device_hash_seq() -> None:
     (reading,) = _decode({"metrics": {"t": 1}, "seq": 42})
-    assert reading.reading_id == f"{DEVICE}#42"
+    assert reading.reading_id == f"{DEVICE}#42@{RECEIVED}"  # without ts, the receive time stands for it
     assert reading.seq == 42
+
+
+def test_seq_without_a_timestamp_is_not_taken_for_the_same_reading_after_a_reboot() -> None:
+    # seq 1 before a reboot and seq 1 after it, with new values: two readings (the broker's redelivery of one
+    # of them is recognised by the ingestor from MQTT's DUP flag, tests/test_redelivery.py).
+    (before,) = decode(b'{"metrics": {"t": 1}, "seq": 1}', DEVICE, MEASUREMENT, RECEIVED)
+    (after,) = decode(b'{"metrics": {"t": 7}, "seq": 1}', DEVICE, MEASUREMENT, RECEIVED + 60 * NS)
+    assert before.reading_id != after.reading_id
 
 
 def test_seq_with_a_timestamp_tells_a_reboot_from_a_redelivery() -> None:
@@ -395,7 +403,7 @@ def test_content_id_without_ts_uses_the_receive_time() -> None:
 def test_array_readings_get_their_own_ids() -> None:
     readings = _decode([{"metrics": {"t": 1}, "seq": 1}, {"metrics": {"t": 1}, "seq": 2}, {"metrics": {"t": 2}}])
     ids = [r.reading_id for r in readings]
-    assert ids[:2] == [f"{DEVICE}#1", f"{DEVICE}#2"]
+    assert ids[:2] == [f"{DEVICE}#1@{RECEIVED}", f"{DEVICE}#2@{RECEIVED}"]
     assert len(set(ids)) == 3
 
 

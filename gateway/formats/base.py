@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.errors import PayloadRejected
 from gateway.model import Reading
 
 
@@ -32,3 +33,12 @@ class DecodeContext:
 
 class Format(Protocol):
     def __call__(self, payload: bytes, context: DecodeContext) -> list[Reading]: ...
+
+
+def json_syntax_rejection(message: str) -> PayloadRejected:
+    """A JSON parser's error -> the rejection it means. pydantic-core refuses nesting deeper than about 200 levels
+    with a syntax error; that is a payload nested too deep (`too_deep`, as validation.max_depth names it), not
+    malformed JSON."""
+    if "recursion limit exceeded" in message:
+        return PayloadRejected("too_deep", f"nesting deeper than the JSON parser's limit: {message}")
+    return PayloadRejected("malformed_json", f"not valid JSON: {message}")

@@ -55,7 +55,8 @@ from gateway.model import FieldValue, Reading
 PARSER_MAX_DEPTH = 1024  # orjson's own limit; the mapping's max_depth (default 32) is checked while flattening
 _MAX_READINGS_PER_PAYLOAD = 10_000
 _SWITCH = {"on": True, "off": False}
-_LOCAL_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?")
+# ASCII digits only (as in timestamps.parse_rfc3339): int() would read Arabic-Indic and other Unicode digits.
+_LOCAL_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?", re.ASCII)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 
 

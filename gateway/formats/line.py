@@ -44,11 +44,12 @@ _KEY = re.compile(r"(?:[^\\,= \n]|\\[^\n])+")  # tag keys, tag values, field key
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _BARE = re.compile(r"[^, \n\r]+")
 _SPACES = re.compile(r" +")
-_TIMESTAMP = re.compile(r"-?\d+")
+# Numbers are ASCII digits only, as InfluxDB parses them; int() and float() would read any Unicode digit.
+_TIMESTAMP = re.compile(r"-?\d+", re.ASCII)
 _LINE_END = re.compile(r"[ \t\r]*(?:\n|\Z)")
-_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+i")
-_UNSIGNED = re.compile(r"\d+u")
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_INTEGER = re.compile(r"[+-]?\d+i", re.ASCII)
+_UNSIGNED = re.compile(r"\d+u", re.ASCII)
 _BOOLS = {
     **dict.fromkeys(("t", "T", "true", "True", "TRUE"), True),
     **dict.fromkeys(("f", "F", "false", "False", "FALSE"), False),

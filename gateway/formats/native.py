@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from gateway.errors import PayloadRejected
+from gateway.formats.base import json_syntax_rejection
 from gateway.formats.identity import content_id
 from gateway.formats.timestamps import to_ns
 from gateway.model import FieldValue, Reading
@@ -68,9 +69,10 @@ def _to_reading(msg: NativeMessage, device: str, measurement: str, received_at_n
     if msg.id is not None:
         reading_id = msg.id
     elif msg.seq is not None:
-        # With the device's timestamp in the id, a device that rebooted and counts from 1 again is not taken
-        # for a redelivery of its old readings (same seq, later time); a redelivered copy has both the same.
-        reading_id = f"{device}#{msg.seq}@{time_ns}" if from_device else f"{device}#{msg.seq}"
+        # The time is in the id, so a device that rebooted and counts from 1 again is not taken for a
+        # redelivery of its old readings: its clock moved on, or (without `ts`) the receive time did. A copy the
+        # broker redelivers has the same `ts`; without one, the ingestor recognises it by MQTT's DUP flag.
+        reading_id = f"{device}#{msg.seq}@{time_ns}"
     else:
         reading_id = content_id(device, time_ns, fields)
     return Reading(device, measurement, time_ns, fields, msg.tags or {}, reading_id, msg.seq, from_device)
@@ -82,7 +84,7 @@ def _rejection(exc: ValidationError) -> PayloadRejected:
     first = errors[0]
     where = _where(first["loc"])
     if "json_invalid" in types:
-        return PayloadRejected("malformed_json", f"not valid JSON: {first['msg']}")
+        return json_syntax_rejection(first["msg"])
     if "finite_number" in types:
         bad = next(e for e in errors if e["type"] == "finite_number")
         return PayloadRejected("non_finite_value", f"{_where(bad['loc'])} is NaN or infinite")

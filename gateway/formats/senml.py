@@ -22,10 +22,10 @@ metric rule names a unit (context.expected_unit) must be reported in it (`unit_m
 ignored. Any key ending in "_" is a must-understand extension this module does
 not know: the pack is rejected, as RFC 8428 section 4.4 requires. bver above 10 is rejected likewise.
 
-Reason codes: malformed_json, invalid_schema (not an array, a record not an object, a wrong type, no name, no
-value, two values for one field at one time), non_finite_value (NaN, infinities, numbers too large for a
-double), invalid_timestamp (a non-numeric or non-finite bt/t), empty_metrics (empty array, or no value left),
-too_many_readings.
+Reason codes: malformed_json, too_deep (nesting beyond the JSON parser's limit), invalid_schema (not an array,
+a record not an object, a wrong type, no name, no value, two values for one field at one time), non_finite_value
+(NaN, infinities, numbers too large for a double), invalid_timestamp (a non-numeric or non-finite bt/t),
+empty_metrics (empty array, or no value left), too_many_readings.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 from pydantic_core import from_json
 
 from gateway.errors import PayloadRejected
-from gateway.formats.base import DecodeContext
+from gateway.formats.base import DecodeContext, json_syntax_rejection
 from gateway.formats.fields import finite_float, select_fields
 from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
@@ -98,7 +98,7 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
     try:
         pack = from_json(payload, allow_inf_nan=True)
     except ValueError as exc:
-        raise PayloadRejected("malformed_json", f"not valid JSON: {exc}") from None
+        raise json_syntax_rejection(str(exc)) from None
     if not isinstance(pack, list):
         raise PayloadRejected("invalid_schema", "a SenML pack is a JSON array of records")
     if not pack:

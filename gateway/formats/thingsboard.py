@@ -27,7 +27,7 @@ import orjson
 from pydantic_core import from_json
 
 from gateway.errors import PayloadRejected
-from gateway.formats.base import DecodeContext
+from gateway.formats.base import DecodeContext, json_syntax_rejection
 from gateway.formats.fields import finite_float, select_fields
 from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
@@ -41,7 +41,7 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
     try:
         document = from_json(payload, allow_inf_nan=True)
     except ValueError as exc:
-        raise PayloadRejected("malformed_json", f"not valid JSON: {exc}") from None
+        raise json_syntax_rejection(str(exc)) from None
     if isinstance(document, dict):
         messages: list[Any] = [document]
     elif isinstance(document, list):

@@ -20,8 +20,9 @@ from gateway.formats.fields import select_fields
 from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
 
-# Deliberately narrower than float(): no "1_000", no "0x1p3", no "nan"/"inf" (those are rejected on their own).
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# Deliberately narrower than float(): no "1_000", no "0x1p3", no "nan"/"inf" (those are rejected on their own), and
+# ASCII digits only (float() also reads Arabic-Indic and other Unicode digits).
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _BOOLS = {"on": True, "off": False, "true": True, "false": False, "open": True, "closed": False}
 

@@ -8,8 +8,10 @@ from gateway.model import Reading
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ ", "\\": "\\\\"})
 _KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\"})
-# Quotes in field keys are legal unescaped, but VictoriaMetrics then takes them for a string value and
-# corrupts the point; InfluxDB's own encoder escapes them, and both stores parse the escaped form.
+# Quotes in field keys are legal unescaped, but VictoriaMetrics then takes them for a string value and corrupts
+# the point (and the line's other fields); InfluxDB's own encoder escapes them and InfluxDB reads `\"` back as
+# `"`, but VictoriaMetrics keeps the backslash. So the validator refuses metric names with a quote
+# (invalid_name) and none reaches this encoder from a device; the escape stays for InfluxDB's sake.
 _FIELD_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\", '"': '\\"'})
 _STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\"})
 
