@@ -124,35 +124,29 @@ class StatsCollector(Collector):
         for reason, count in sorted(s.messages_ignored.items()):
             ignored.add_metric([reason], count)
         yield ignored
-        yield CounterMetricFamily(
-            "gateway_messages_accepted", "Messages with at least one new reading.", value=s.messages_accepted
-        )
-        yield CounterMetricFamily(
-            "gateway_messages_duplicate",
-            "Messages whose readings had all been seen before (dropped).",
-            value=s.messages_duplicate,
-        )
-        yield CounterMetricFamily(
-            "gateway_messages_empty",
-            "Valid messages with nothing to store: every field filtered out by the mapping's include / exclude.",
-            value=s.messages_empty,
-        )
-        yield CounterMetricFamily(
-            "gateway_readings_accepted", "Valid, new readings handed to the sinks.", value=s.readings_accepted
-        )
-        yield CounterMetricFamily(
-            "gateway_readings_duplicate", "Readings dropped as already seen.", value=s.readings_duplicate
-        )
-        yield CounterMetricFamily(
-            "gateway_readings_receive_timestamped",
-            "Readings without a device timestamp, stamped with the receive time.",
-            value=s.readings_receive_timestamped,
-        )
-        yield CounterMetricFamily(
-            "gateway_readings_late",
-            "Readings older than validation.max_late_s, accepted (late: accept).",
-            value=s.readings_late,
-        )
+        simple = [
+            ("gateway_messages_accepted", "Messages with at least one new reading.", s.messages_accepted),
+            ("gateway_messages_duplicate", "Messages whose readings had all been seen before.", s.messages_duplicate),
+            (
+                "gateway_messages_empty",
+                "Valid messages with nothing to store: every field filtered out by the mapping's include / exclude.",
+                s.messages_empty,
+            ),
+            ("gateway_readings_accepted", "Valid, new readings handed to the sinks.", s.readings_accepted),
+            ("gateway_readings_duplicate", "Readings dropped as already seen.", s.readings_duplicate),
+            (
+                "gateway_readings_receive_timestamped",
+                "Readings without a device timestamp, stamped with the receive time.",
+                s.readings_receive_timestamped,
+            ),
+            (
+                "gateway_readings_late",
+                "Readings older than validation.max_late_s, accepted (late: accept).",
+                s.readings_late,
+            ),
+        ]
+        for name, documentation, value in simple:
+            yield CounterMetricFamily(name, documentation, value=value)
         if self._sequences is not None:
             yield from _sequence_metrics(self._sequences)
         stored = CounterMetricFamily("gateway_readings_stored", "Readings accepted by a sink.", labels=["sink"])
