@@ -85,7 +85,11 @@ def run(config: ConfigOption = None) -> None:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    pipeline = Pipeline(loaded, build_sinks(loaded))
+    try:
+        pipeline = Pipeline(loaded, build_sinks(loaded))
+    except ConfigError as exc:  # e.g. the journal is another gateway's (gateway/journal_lock.py)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
     # SIGHUP re-reads the alert rules (an invalid file is refused and the old rules stay).
     signal.signal(signal.SIGHUP, lambda _signum, _frame: pipeline.request_rules_reload())
     pipeline.run(stop)

@@ -16,6 +16,7 @@ Schema:
     alert_state(id INTEGER PRIMARY KEY CHECK (id = 1), snapshot BLOB)  -- the alert engine's state
     rejected(seq INTEGER PRIMARY KEY, received_ns INTEGER, reason TEXT, detail TEXT, topic TEXT, device TEXT,
              measurement TEXT, payload BLOB, payload_bytes INTEGER, truncated INTEGER)
+    outbox_sizes(seq INTEGER PRIMARY KEY, readings INTEGER)         -- how many readings each outbox chunk holds
 
 `rejected` keeps every rejected message (and every reading a store refused) for `gateway deadletter list` and
 `replay` (gateway/replay.py), written in the same commit as the rest of its chunk. At most `max_rejected` rows:
@@ -24,20 +25,30 @@ larger than validation.max_payload_bytes (`truncated` = 1: such a message cannot
 set only for a reading a store refused (its payload is then that reading, deadletter.reading_payload).
 `dedup.seq` is its own sequence (not the outbox's), so `gateway deadletter replay` can add keys while the
 gateway runs. `alert_state` is replaced in the commit that carries the notifications that changed it.
+
+`outbox_sizes` repeats each chunk's reading count in rows small enough that one page holds hundreds: when a damaged
+page takes an outbox row (or the end of its blob, which spans many pages), the salvage still knows how many
+acknowledged readings were lost (gateway/journal_salvage.py). One process at a time owns the journal
+(gateway/journal_lock.py); a journal SQLite finds damaged at start is salvaged into a new one, never fatal.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import orjson
 
+from gateway import journal_salvage
 from gateway.errors import GatewayError
+from gateway.journal_lock import JournalLock
+from gateway.journal_salvage import SalvageReport, decode_readings
 from gateway.model import Reading, Rejection
 from gateway.sqlitedb import open_wal
 
@@ -58,6 +69,7 @@ CREATE TABLE IF NOT EXISTS rejected (
     topic TEXT NOT NULL, device TEXT, measurement TEXT,
     payload BLOB NOT NULL, payload_bytes INTEGER NOT NULL, truncated INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox_sizes (seq INTEGER PRIMARY KEY, readings INTEGER NOT NULL);
 """
 
 DEFAULT_MAX_REJECTED = 100_000
@@ -96,25 +108,56 @@ def _decode(blob: bytes) -> list[Reading]:
     return [Reading(*row) for row in orjson.loads(blob)]
 
 
-def open_database(path: Path) -> sqlite3.Connection:
-    """Open (or create) the journal; a file SQLite cannot read is moved aside so the gateway still starts."""
+def open_database(path: Path) -> tuple[sqlite3.Connection, SalvageReport | None]:
+    """Open (or create) the journal. One SQLite finds damaged is salvaged: what can be read goes into a new
+    journal, the damaged file is kept beside it, and the gateway starts (a damaged journal never crash-loops)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    journal_salvage.finish_interrupted_salvage(path)
+    damage = find_damage(path)
+    if damage is None:
+        try:
+            return _open(path), None
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            damage = str(exc)  # damage the check did not see
+    log.error("journal %s is damaged (%s); salvaging what can be read into a new journal", path, damage[:300])
     try:
-        return _open(path)
+        report = journal_salvage.salvage(path, damage, SCHEMA, _open)
+    except (OSError, sqlite3.Error) as exc:  # the new journal cannot be written: the damaged one stays as it is
+        raise JournalError(f"journal {path} is damaged and cannot be salvaged: {exc}") from exc
+    (log.error if sum(report.lost.values()) else log.warning)(
+        "journal %s: %s; the damaged file is kept as %s", path, report.summary(), report.kept_as
+    )
+    return _open(path), report
+
+
+def find_damage(path: Path) -> str | None:
+    """None when the journal is absent or SQLite finds it sound, else what `PRAGMA quick_check` (which checks
+    every page of every table) found."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            answer = [str(row[0]) for row in conn.execute("PRAGMA quick_check(20)")]
+        finally:
+            conn.close()
     except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        log.error("journal %s is unreadable (%s); moved aside to %s and starting a new one", path, exc, aside)
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{path}{suffix}")
-            if src.exists():
-                src.rename(Path(f"{aside}{suffix}"))
-        return _open(path)
+        if not _is_damage(exc):
+            raise  # a file that cannot be opened or read (permissions, I/O) is not salvaged: nothing is moved
+        return str(exc)
+    return None if answer == ["ok"] else " ".join(" ".join(answer).split())
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's own words for a damaged file: "database disk image is malformed", "file is not a database"."""
+    return (exc.sqlite_errorname or "").startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
 
 
 def _open(path: Path) -> sqlite3.Connection:
     conn = open_wal(path, SCHEMA)
     try:
-        conn.execute("PRAGMA quick_check").fetchone()
         columns = {row[1] for row in conn.execute("PRAGMA table_info(deadletters)")}
         if "retain" not in columns:  # a journal written before alert notifications existed
             conn.execute("ALTER TABLE deadletters ADD COLUMN retain INTEGER NOT NULL DEFAULT 0")
@@ -125,11 +168,17 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 def dedup_keys_since(conn: sqlite3.Connection, since_ns: int) -> Iterator[tuple[tuple[str, str], int]]:
-    """Keys seen since `since_ns`, oldest first, with when they were seen."""
-    rows = conn.execute("SELECT seen_ns, keys FROM dedup WHERE seen_ns >= ? ORDER BY seq", (since_ns,))
-    for seen_ns, blob in rows:
-        for device, reading_id in orjson.loads(blob):
-            yield (device, reading_id), seen_ns
+    """Keys seen since `since_ns`, oldest first, with when they were seen. A row damaged in a way SQLite cannot
+    see (bytes changed inside a value) is skipped: it costs duplicate detection for its keys, not the start."""
+    rows = conn.execute("SELECT seq, seen_ns, keys FROM dedup WHERE seen_ns >= ? ORDER BY seq", (since_ns,))
+    for seq, seen_ns, blob in rows:
+        try:
+            keys = [(device, reading_id) for device, reading_id in orjson.loads(blob)]
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            log.error("journal: dedup row %d is damaged; its keys are skipped", seq)
+            continue
+        for key in keys:
+            yield key, seen_ns
 
 
 def add_dedup_keys(
@@ -155,7 +204,24 @@ class Journal:
         self.path = path
         self.max_rejected = max_rejected
         self._max_payload_bytes = max_payload_bytes
-        self._conn = open_database(path)
+        self._lock = JournalLock(path)  # before anything reads the file: a second gateway must not even salvage
+        try:
+            self._conn, self.salvage = open_database(path)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            self._load(sinks)
+        except BaseException:
+            self.close()
+            raise
+        # What journal damage cost, by table: readings for the outbox, rows for the others. Counted by the salvage
+        # at start, and by the sink threads when a chunk turns out damaged while running (once a chunk).
+        self.damage_lost: Counter[str] = Counter(self.salvage.lost if self.salvage else {})
+        self._damaged_chunks: set[int] = set()
+        self._damage_lock = threading.Lock()
+
+    def _load(self, sinks: Iterable[str]) -> None:
         self._set_cursors(list(sinks))
         row = self._conn.execute("SELECT coalesce(max(seq), 0), coalesce(sum(bytes), 0) FROM outbox").fetchone()
         self.last_seq: int = max(row[0], self._max_cursor())
@@ -176,7 +242,7 @@ class Journal:
         stale = conn.execute(f"SELECT sink, upto FROM cursors WHERE sink NOT IN ({marks})", configured).fetchall()
         for sink, upto in stale:
             chunks = conn.execute("SELECT readings FROM outbox WHERE seq > ?", (upto,)).fetchall()
-            readings = sum(len(orjson.loads(blob)) for (blob,) in chunks)
+            readings = sum(len(decode_readings(blob)[0]) for (blob,) in chunks)  # damaged ones too
             log.warning(
                 "sink %r is no longer configured: dropped its journal cursor; it will never get the %d readings "
                 "(%d chunks) it had not stored",
@@ -191,6 +257,7 @@ class Journal:
         if stale:  # what every configured sink has stored can go now (a new sink's cursor is 0: nothing)
             floor = conn.execute("SELECT min(upto) FROM cursors").fetchone()[0]
             conn.execute("DELETE FROM outbox WHERE seq <= ?", (floor,))
+            conn.execute("DELETE FROM outbox_sizes WHERE seq <= ?", (floor,))
 
     def _read_data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
@@ -223,6 +290,7 @@ class Journal:
             if readings:
                 seq += 1
                 conn.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, blob, len(blob)))
+                conn.execute("INSERT INTO outbox_sizes VALUES (?, ?)", (seq, len(readings)))
                 add_dedup_keys(conn, readings, time.time_ns(), delivery_keys)
             for topic, payload in deadletters:
                 pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload))
@@ -285,6 +353,7 @@ class Journal:
         freed = conn.execute("SELECT coalesce(sum(bytes), 0) FROM outbox WHERE seq <= ?", (floor,)).fetchone()[0]
         if freed:
             conn.execute("DELETE FROM outbox WHERE seq <= ?", (floor,))
+            conn.execute("DELETE FROM outbox_sizes WHERE seq <= ?", (floor,))
         conn.execute("COMMIT")
         self.outbox_bytes -= freed
 
@@ -335,17 +404,35 @@ class Journal:
                 break
 
     def reader(self) -> OutboxReader:
-        return OutboxReader(self.path)
+        return OutboxReader(self.path, self._chunk_damaged)
+
+    def _chunk_damaged(self, seq: int, size: int | None, salvaged: int) -> None:
+        """A sink thread found chunk `seq` damaged (bytes changed inside its blob, which SQLite cannot see): every
+        sink stores the readings that could be read of it; the rest is counted, once, however many sinks read it."""
+        with self._damage_lock:
+            if seq in self._damaged_chunks:
+                return
+            self._damaged_chunks.add(seq)
+            lost = max(0, size - salvaged) if size is not None else 1
+            self.damage_lost["outbox"] += lost
+        log.error(
+            "journal: outbox chunk %d is damaged; %d of its readings can be read and are stored, %s lost",
+            seq,
+            salvaged,
+            lost if size is not None else "an unknown number (at least 1) of the others are",
+        )
 
     def close(self) -> None:
         self._conn.close()
+        self._lock.release()
 
 
 class OutboxReader:
     """A sink's own read connection: WAL lets it read while the journal thread writes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_damaged: Callable[[int, int | None, int], None] = lambda *_: None) -> None:
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._on_damaged = on_damaged
 
     def chunks_after(self, seq: int, max_readings: int) -> list[OutboxChunk]:
         """Chunks after `seq`, in order, until about `max_readings` readings (at least one chunk)."""
@@ -354,12 +441,21 @@ class OutboxReader:
         for chunk_seq, blob in self._conn.execute(
             "SELECT seq, readings FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, max_readings)
         ):
-            readings = _decode(blob)
+            try:
+                readings = _decode(blob)
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                readings = self._salvage(chunk_seq, blob)
             if chunks and count + len(readings) > max_readings:
                 break
             chunks.append(OutboxChunk(chunk_seq, readings))
             count += len(readings)
         return chunks
+
+    def _salvage(self, seq: int, blob: bytes) -> list[Reading]:
+        readings, _whole = decode_readings(blob)
+        row = self._conn.execute("SELECT readings FROM outbox_sizes WHERE seq = ?", (seq,)).fetchone()
+        self._on_damaged(seq, None if row is None else int(row[0]), len(readings))
+        return readings
 
     def close(self) -> None:
         self._conn.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -97,7 +97,11 @@ class StatsCollector(Collector):
         sink_pending_chunks: Callable[[], dict[str, int]],
         sequences: SequenceTracker | None = None,
         firing: Callable[[], dict[str, int]] | None = None,
+        journal_damage_lost: Callable[[], Mapping[str, int]] = dict,
+        session_takeovers: Callable[[], int] = int,
     ) -> None:
+        self._journal_damage_lost = journal_damage_lost
+        self._session_takeovers = session_takeovers
         self._sequences = sequences
         self._firing = firing
         self._stats = stats
@@ -195,6 +199,16 @@ class StatsCollector(Collector):
             "Bytes of readings in the journal not yet stored by every sink.",
             value=self._journal_bytes(),
         )
+        lost = CounterMetricFamily(
+            "gateway_journal_salvage_lost",
+            "What a damaged journal lost: for table=outbox acknowledged readings that can never be stored, for the "
+            "other tables rows (dedup keys, dead letters, rejected messages, cursors, alert state).",
+            labels=["table"],
+        )
+        damage_lost = self._journal_damage_lost()
+        for table in sorted({"outbox", *damage_lost}):
+            lost.add_metric([table], damage_lost.get(table, 0))
+        yield lost
         yield GaugeMetricFamily(
             "gateway_backpressure",
             "1 while the journal is full (journal.max_bytes) and the gateway stops acknowledging.",
@@ -226,6 +240,12 @@ class StatsCollector(Collector):
             for rule, count in sorted(self._firing().items()):
                 firing.add_metric([rule], count)
             yield firing
+        yield CounterMetricFamily(
+            "gateway_session_takeovers",
+            "Connections the broker closed for another client with the same mqtt.client_id: MQTT 5 reason 142, or "
+            "closes without a reason once they come three in a minute (Mosquitto 2.0 gives no reason).",
+            value=self._session_takeovers(),
+        )
         yield GaugeMetricFamily(
             "gateway_broker_connected",
             "1 while connected to the broker.",

@@ -96,6 +96,8 @@ class Pipeline:
                 sink_pending_chunks=lambda: {w.sink.name: w.pending_chunks for w in self.workers},
                 sequences=self.ingestor.sequences,
                 firing=self.alerts.firing_by_rule if self.alerts is not None else None,
+                journal_damage_lost=lambda: self.journal.damage_lost,
+                session_takeovers=lambda: self.source.session_takeovers,
             )
         )
         self.self_metrics = SelfMetricsWriter(
@@ -106,7 +108,12 @@ class Pipeline:
         )
         self.http: StatusServer | None = None
         if config.http.port:
-            self.http = StatusServer(config.http.host, config.http.port, self.registry, self.readiness)
+            try:
+                self.http = StatusServer(config.http.host, config.http.port, self.registry, self.readiness)
+            except BaseException:
+                # The demo tries again on another port: this journal (and its lock) must not stay open.
+                self.journal.close()
+                raise
         self._sealed_messages = 0
         self._reading_paused = False
 

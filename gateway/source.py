@@ -42,6 +42,9 @@ _RETAIN_HANDLING = {
     "new_subscription": SubscribeOptions.RETAIN_SEND_IF_NEW_SUB,
     "never": SubscribeOptions.RETAIN_DO_NOT_SEND,
 }
+_SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: a client connected with our client id
+_CONNECTION_LOST = 128  # paho's reason when the connection ends without a DISCONNECT ("Unspecified error")
+_TAKEOVERS_REPORTED, _TAKEOVER_WINDOW_S = 3, 60.0  # this many in the window: not a restart, two clients
 
 
 class _BufferedClient(mqtt.Client):
@@ -234,12 +237,44 @@ class MqttSource:
             ", ".join(self._filters),
         )
 
-    def _handle_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _handle_disconnect(self, _c: mqtt.Client, _u: Any, flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
         # Packet ids of the old connection mean nothing on the next; the broker redelivers those
         # messages and the dedup window recognises them.
         self._acks.clear()
         log.info("connection closed: %s", reason)
+        self._note_takeover(reason, flags)
+
+    # Counted by the network thread; class defaults, so that the session's own state stays in __init__.
+    session_takeovers = 0
+    _recent_takeovers: tuple[float, ...] = ()
+
+    def _note_takeover(self, reason: Any, flags: Any) -> None:
+        """Two clients with one client id take the session from each other again and again. An MQTT 5 broker may
+        say so (reason 142); Mosquitto 2.0 only closes the older connection, so connections the broker closed
+        without a reason count as taken over once they come three in a minute (and so does the third's window)."""
+        code = getattr(reason, "value", None)
+        said = code == _SESSION_TAKEN_OVER
+        if not said and (code != _CONNECTION_LOST or getattr(flags, "is_disconnect_packet_from_server", True)):
+            return
+        now = time.monotonic()
+        recent = (*(t for t in self._recent_takeovers if now - t < _TAKEOVER_WINDOW_S), now)
+        self._recent_takeovers = recent
+        if said or len(recent) > _TAKEOVERS_REPORTED:
+            self.session_takeovers += 1
+        elif len(recent) == _TAKEOVERS_REPORTED:
+            self.session_takeovers += _TAKEOVERS_REPORTED
+        if len(recent) % _TAKEOVERS_REPORTED == 0:
+            log.error(
+                "the broker closed this gateway's connection %d times in %.0f s (%s): most likely another client "
+                "uses mqtt.client_id %r, and each connection takes the session from the other; give every gateway "
+                "its own client id (mqtt.shared_group shares a stream between gateways)",
+                len(recent),
+                now - recent[0],
+                "session taken over" if said else "without a reason",
+                self._config.client_id,
+                extra={"rate_key": "session_taken_over"},
+            )
 
     def _handle_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._received += 1
