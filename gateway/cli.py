@@ -92,7 +92,9 @@ def run(config: ConfigOption = None) -> None:
         raise typer.Exit(EXIT_CONFIG) from None
     # SIGHUP re-reads the alert rules (an invalid file is refused and the old rules stay).
     signal.signal(signal.SIGHUP, lambda _signum, _frame: pipeline.request_rules_reload())
-    pipeline.run(stop)
+    status = pipeline.run(stop)
+    if status:
+        raise typer.Exit(status)
 
 
 DEMO_DB = Path("data/demo.db")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from gateway.runtime import Spawn, plain_thread
+
 
 class StatusServer:
     def __init__(
-        self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        ready: Callable[[], tuple[bool, str]],
+        spawn: Spawn = plain_thread,
     ) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -39,7 +45,7 @@ class StatusServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._thread = spawn("http", self._server.serve_forever)
 
     def start(self) -> None:
         self._thread.start()

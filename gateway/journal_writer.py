@@ -14,6 +14,7 @@ from gateway.journal import Journal, JournalError, OutboxChunk
 from gateway.metrics import Stats
 from gateway.model import Reading, Rejection
 from gateway.retry import Backoff
+from gateway.runtime import Spawn, plain_thread
 from gateway.source import AckToken, MqttSource
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class JournalWriter:
         dedup_window_s: float,
         dedup_entries: int,
         max_bytes: int,
+        spawn: Spawn = plain_thread,
     ) -> None:
         self.journal = journal
         self._max_bytes = max_bytes
@@ -64,7 +66,7 @@ class JournalWriter:
         self.failed: str | None = None
         self.workers: list[SinkWorker] = []
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self._thread = spawn("journal", self._run)
 
     def start(self) -> None:
         self._thread.start()

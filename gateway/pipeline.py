@@ -25,18 +25,22 @@ from gateway.alerting import AlertStage
 from gateway.alerts import Alert
 from gateway.config import BatchingConfig, GatewayConfig
 from gateway.dedup import DedupKey
+from gateway.errors import EXIT_FAILED
 from gateway.http import StatusServer
 from gateway.ingest import Ingestor
 from gateway.journal import Journal
 from gateway.journal_writer import Chunk, JournalWriter
 from gateway.metrics import Stats, StatsCollector
 from gateway.model import RawMessage, Reading, Rejection
+from gateway.runtime import Supervisor
 from gateway.self_metrics import SelfMetricsWriter
 from gateway.sink_worker import SinkWorker
 from gateway.sinks import Sink
 from gateway.source import MqttSource
 
 log = logging.getLogger(__name__)
+# After a runtime thread died the sinks get this long to store what is committed; the rest stays in the journal.
+FAILURE_SHUTDOWN_S = 5.0
 _ALERT_TICK_NS = 250_000_000  # deadman and repeat timers are checked this often (between bursts)
 
 
@@ -48,6 +52,8 @@ class Pipeline:
         self._chunk = _new_chunk()
         self._delivery_keys: list[DedupKey] = []  # the current chunk's (see gateway/dedup.py)
         self._stopping = threading.Event()
+        self._sealed_for_stop = threading.Event()  # set by the network thread once it read its last message
+        self.runtime = Supervisor()
         self.journal = Journal(
             config.journal.path,
             [s.name for s in sinks],
@@ -78,9 +84,17 @@ class Pipeline:
             config.dedup.window_s,
             config.dedup.max_entries,
             config.journal.max_bytes,
+            self.runtime.thread,
         )
         self.workers = [
-            SinkWorker(sink, _batching(config, sink.name), self.writer, self.stats, self._deadletter_readings)
+            SinkWorker(
+                sink,
+                _batching(config, sink.name),
+                self.writer,
+                self.stats,
+                self._deadletter_readings,
+                self.runtime.thread,
+            )
             for sink in sinks
         ]
         self.writer.workers = self.workers
@@ -105,11 +119,14 @@ class Pipeline:
             config.self_metrics.interval_s,
             self._self_metric_values,
             lambda reading: self.writer.put(Chunk([reading], [], [], [], [])),
+            self.runtime.thread,
         )
         self.http: StatusServer | None = None
         if config.http.port:
             try:
-                self.http = StatusServer(config.http.host, config.http.port, self.registry, self.readiness)
+                self.http = StatusServer(
+                    config.http.host, config.http.port, self.registry, self.readiness, self.runtime.thread
+                )
             except BaseException:
                 # The demo tries again on another port: this journal (and its lock) must not stay open.
                 self.journal.close()
@@ -247,6 +264,10 @@ class Pipeline:
         the journal has not committed. The broker's window cannot be trusted to bound it (Mosquitto sends past
         receive_maximum; 3.1.1 has no window), and while the journal is full nothing is committed."""
         if self._stopping.is_set():
+            # The shutdown handshake: the last partial chunk goes to the journal, and run() is told so.
+            if not self._sealed_for_stop.is_set():
+                self._seal_chunk()
+                self._sealed_for_stop.set()
             return False
         in_memory = self._sealed_messages + len(self._chunk.tokens) - self.writer.committed_messages
         if in_memory < self.config.mqtt.max_messages_in_memory:
@@ -292,7 +313,7 @@ class Pipeline:
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, why): every reason the gateway is not ready, joined, so one probe tells the whole story."""
-        reasons = []
+        reasons = [self.runtime.failure] if self.runtime.failure else []
         if not self.source.connected:
             reasons.append("broker not connected")
         if self.writer.failed:
@@ -306,9 +327,10 @@ class Pipeline:
             reasons.append(f"sinks failing: {', '.join(unhealthy)}")
         return (False, "; ".join(reasons)) if reasons else (True, "ready")
 
-    def run(self, stop: threading.Event, shutdown_timeout_s: float = 30.0) -> None:
-        """Run until `stop` is set; then stop reading, commit and acknowledge what was read, give the sinks
-        at most `shutdown_timeout_s` to store it, and keep the rest in the journal."""
+    def run(self, stop: threading.Event, shutdown_timeout_s: float = 30.0) -> int:
+        """Run until `stop` is set or a runtime thread dies; then stop reading, commit and acknowledge what was
+        read, give the sinks at most `shutdown_timeout_s` (FAILURE_SHUTDOWN_S after a death) to store it, and
+        keep the rest in the journal. Returns the exit status: 0, or EXIT_FAILED when a thread died."""
         if self.http:
             self.http.start()
             log.info("metrics on http://%s:%d/metrics", self.config.http.host, self.http.port)
@@ -321,20 +343,28 @@ class Pipeline:
             worker.start()
         self.self_metrics.start()
         source_stop = threading.Event()
-        network = threading.Thread(target=self.source.run, args=(source_stop,), name="mqtt", daemon=True)
+        network = self.runtime.thread("mqtt", functools.partial(self.source.run, source_stop))
         network.start()
-        stop.wait()
+        self.runtime.wait(stop)
+        if self.runtime.failure:
+            log.critical(
+                "%s: shutting down, exit status %d; a restart resumes from the journal",
+                self.runtime.failure,
+                EXIT_FAILED,
+            )
+            shutdown_timeout_s = min(shutdown_timeout_s, FAILURE_SHUTDOWN_S)
         log.info("stopping: no new messages")
         self._stopping.set()
         self.self_metrics.close()
         # What follows the sinks (last commit, acknowledgements, disconnect) needs a moment of the budget too.
         deadline = time.monotonic() + max(1.0, shutdown_timeout_s - 3.0)
-        time.sleep(0.6)  # the network thread seals the last partial chunk within its 0.5 s housekeeping turn
+        self.source.interrupt()
+        if not self._sealed_for_stop.wait(1.0):  # not connected (or its thread is gone): nothing is half read
+            log.info("the network thread did not answer the stop within 1 s")
         for worker in self.workers:
             worker.close(max(0.1, deadline - time.monotonic()), retry_grace_s=1.0)
         self.writer.close()
-        time.sleep(0.2)  # the network thread sends the acknowledgements released by the last commit
-        source_stop.set()
+        source_stop.set()  # the network thread sends the acknowledgements the last commit released, then leaves
         network.join(10)
         for worker in self.workers:
             worker.sink.close()
@@ -350,6 +380,7 @@ class Pipeline:
             self.stats.rejected_total(),
             left,
         )
+        return EXIT_FAILED if self.runtime.failure else 0
 
 
 def _replayable_payload_bytes(config: GatewayConfig) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from gateway.config import SELF_MEASUREMENT
 from gateway.model import FieldValue, Reading
+from gateway.runtime import Spawn, plain_thread
 
 # The fields, in the order they are written; docker-compose's Grafana dashboards query these names.
 FIELDS = (
@@ -43,13 +44,14 @@ class SelfMetricsWriter:
         interval_s: float,
         values: Callable[[], dict[str, float]],
         emit: Callable[[Reading], None],
+        spawn: Spawn = plain_thread,
     ) -> None:
         self._instance = instance
         self._interval_s = interval_s
         self._values = values
         self._emit = emit
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="self-metrics", daemon=True)
+        self._thread = spawn("self-metrics", self._run)
 
     def start(self) -> None:
         if self._interval_s > 0:

@@ -16,6 +16,7 @@ from gateway.journal_writer import JournalWriter
 from gateway.metrics import Stats
 from gateway.model import Reading
 from gateway.retry import Backoff
+from gateway.runtime import Spawn, plain_thread
 from gateway.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class SinkWorker:
         writer: JournalWriter,
         stats: Stats,
         deadletter_readings: Callable[[str, list[Reading]], None],
+        spawn: Spawn = plain_thread,
     ) -> None:
         self.sink = sink
         self._batch_size = batching.batch_size
@@ -49,7 +51,7 @@ class SinkWorker:
         self._stop = threading.Event()
         self._stop_retrying = threading.Event()
         self.healthy = True
-        self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+        self._thread = spawn(f"sink-{sink.name}", self._run)
 
     @property
     def pending_chunks(self) -> int:

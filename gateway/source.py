@@ -123,6 +123,10 @@ class MqttSource:
         self._acks.extend(t for t in tokens if t is not None)
         self._wake()
 
+    def interrupt(self) -> None:
+        """Wake the network thread now (it waits on the socket up to 0.1 s), so it sees a stop request."""
+        self._wake()
+
     def _wake(self) -> None:
         if not self._wake_pending:
             self._wake_pending = True

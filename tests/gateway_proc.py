@@ -110,11 +110,15 @@ class GatewayProcess:
         }
         self.config = config
         self.log_path = workdir / "gateway.log"
+        self.preamble: str | None = None  # Python run before the gateway starts (a test's fault injection)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "gateway", "run"]
+        if self.preamble is None:
+            args = [sys.executable, "-m", "gateway", "run"]
+        else:  # the test's code first, in the gateway's own process, then the command line as usual
+            args = [sys.executable, "-c", f"{self.preamble}\nfrom gateway.cli import main\nmain()", "run"]
         if self.config is not None:
             args += ["--config", str(self.config)]
         log = self.log_path.open("ab")

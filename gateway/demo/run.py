@@ -113,7 +113,8 @@ class GatewayThread:
 
     def _run(self) -> None:
         try:
-            self.pipeline.run(self.stop)
+            if self.pipeline.run(self.stop):
+                self.error = RuntimeError(self.pipeline.runtime.failure)
         except BaseException as exc:
             log.exception("the gateway pipeline failed")
             self.error = exc
