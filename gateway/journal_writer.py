@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from gateway.dedup import DedupKey
-from gateway.journal import Journal, JournalError, OutboxChunk
+from gateway.journal import Journal, JournalError, OutboxChunk, OutboxReader
 from gateway.metrics import Stats
 from gateway.model import Reading, Rejection
 from gateway.retry import Backoff
 from gateway.runtime import Spawn, plain_thread
 from gateway.source import AckToken, MqttSource
-
-if TYPE_CHECKING:
-    from gateway.sink_worker import SinkWorker
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +62,31 @@ class JournalWriter:
         self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.committed = threading.Condition()
         self.failed: str | None = None
-        self.workers: list[SinkWorker] = []
+        self._listeners: list[Callable[[OutboxChunk], None]] = []  # told of each chunk of readings committed
         self._closing = False
         self._thread = spawn("journal", self._run)
 
     def start(self) -> None:
         self._thread.start()
+
+    def add_listener(self, listener: Callable[[OutboxChunk], None]) -> None:
+        """`listener` is told of every chunk of readings committed, on the journal thread (before start)."""
+        self._listeners.append(listener)
+
+    # -- the outbox, as a sink worker sees it (gateway/sink_worker.py's Outbox) -------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return self.journal.last_seq
+
+    def reader(self) -> OutboxReader:
+        return self.journal.reader()
+
+    def cursor(self, sink: str) -> int:
+        return self.journal.cursor(sink)
+
+    def stored(self, sink: str, upto: int) -> None:
+        self.call(functools.partial(self.journal.stored, sink, upto))
 
     @property
     def backlog(self) -> int:
@@ -168,8 +185,9 @@ class JournalWriter:
         self.committed_messages += sum(len(chunk.tokens) for chunk in batch)
         self._source.release([t for chunk in batch for t in chunk.tokens])
         if readings:
-            for worker in self.workers:
-                worker.offer(OutboxChunk(seq, readings))
+            chunk = OutboxChunk(seq, readings)
+            for listener in self._listeners:
+                listener(chunk)
         if pending:
             self._source.send(pending)
         with self.committed:

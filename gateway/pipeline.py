@@ -97,7 +97,8 @@ class Pipeline:
             )
             for sink in sinks
         ]
-        self.writer.workers = self.workers
+        for worker in self.workers:
+            self.writer.add_listener(worker.offer)
         self.registry = CollectorRegistry()
         self.registry.register(
             StatsCollector(

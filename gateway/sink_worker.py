@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from gateway.config import RESERVED_MEASUREMENTS, BatchingConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
-from gateway.journal import OutboxChunk
-from gateway.journal_writer import JournalWriter
+from gateway.journal import OutboxChunk, OutboxReader
 from gateway.metrics import Stats
 from gateway.model import Reading
 from gateway.retry import Backoff
@@ -22,6 +21,24 @@ from gateway.sinks import Sink
 log = logging.getLogger(__name__)
 
 
+class Outbox(Protocol):
+    """What a sink worker needs of the journal (JournalWriter is one): its chunks, its cursor, word of each
+    commit, and a way to record what it stored. New chunks also arrive through `SinkWorker.offer`."""
+
+    committed: threading.Condition  # notified after every commit
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def reader(self) -> OutboxReader: ...
+
+    def cursor(self, sink: str) -> int: ...
+
+    def stored(self, sink: str, upto: int) -> None:
+        """`sink` has stored every chunk up to `upto` (recorded on the journal thread, later)."""
+        ...
+
+
 class SinkWorker:
     """Drains the journal's outbox into one sink, in order: batches by size and linger time, retries."""
 
@@ -29,7 +46,7 @@ class SinkWorker:
         self,
         sink: Sink,
         batching: BatchingConfig,
-        writer: JournalWriter,
+        outbox: Outbox,
         stats: Stats,
         deadletter_readings: Callable[[str, list[Reading]], None],
         spawn: Spawn = plain_thread,
@@ -37,9 +54,9 @@ class SinkWorker:
         self.sink = sink
         self._batch_size = batching.batch_size
         self._linger_s = batching.flush_interval_ms / 1000
-        self._writer = writer
-        self._reader = writer.journal.reader()
-        self.cursor = writer.journal.cursor(sink.name)
+        self._outbox = outbox
+        self._reader = outbox.reader()
+        self.cursor = outbox.cursor(sink.name)
         self._stats = stats
         self._write_seconds, self._batch_readings = stats.sink_histograms(sink.name)
         self._deadletter = deadletter_readings
@@ -55,7 +72,7 @@ class SinkWorker:
 
     @property
     def pending_chunks(self) -> int:
-        return max(0, self._writer.journal.last_seq - self.cursor)
+        return max(0, self._outbox.last_seq - self.cursor)
 
     def start(self) -> None:
         self._thread.start()
@@ -96,8 +113,8 @@ class SinkWorker:
     def close(self, timeout_s: float, retry_grace_s: float = 5.0) -> None:
         """Store what is committed, waiting at most `timeout_s`, then stop; the rest stays in the journal."""
         self._stop.set()
-        with self._writer.committed:
-            self._writer.committed.notify_all()
+        with self._outbox.committed:
+            self._outbox.committed.notify_all()
         self._thread.join(timeout_s)
         self._stop_retrying.set()
         self._thread.join(retry_grace_s)
@@ -105,7 +122,7 @@ class SinkWorker:
 
     def _wait_for_work(self) -> bool:
         """Block until there is something to write (or a partial batch has waited long enough)."""
-        committed = self._writer.committed
+        committed = self._outbox.committed
         first_seen: float | None = None
         while True:
             pending = self.pending_chunks
@@ -130,7 +147,7 @@ class SinkWorker:
             if not self._write(readings):
                 return  # shutting down with this batch unstored: it stays in the journal
             self.cursor = chunks[-1].seq
-            self._writer.call(functools.partial(self._writer.journal.stored, self.sink.name, self.cursor))
+            self._outbox.stored(self.sink.name, self.cursor)
 
     def _write(self, readings: list[Reading]) -> bool:
         for start in range(0, len(readings), self._batch_size):

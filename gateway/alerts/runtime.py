@@ -7,15 +7,22 @@ only the device time of the last reading it evaluated (an int), so an idle devic
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from gateway.alerts.alert import Alert, Transition
 from gateway.alerts.rules import AnyRule
 from gateway.alerts.timers import REPEAT, TimerQueue
 from gateway.model import FieldValue
 
-if TYPE_CHECKING:
-    from gateway.alerts.devices import DeviceTable
+
+class SlotTable(Protocol):
+    """Where machines keep their per-device states (gateway/alerts/devices.py's DeviceTable)."""
+
+    def slot(self, device: str) -> Slot: ...
+
+    def locate(self, machine: Machine, device: str) -> tuple[Slot, int] | None: ...
+
+    def states(self, machine: Machine) -> Iterator[tuple[str, Any]]: ...
 
 PENDING = 1
 FIRING = 2
@@ -43,7 +50,7 @@ class Context:
         self.clock = clock
         self.report_pending = report_pending
         self.stats = Stats()
-        self.table: DeviceTable  # set by the engine
+        self.table: SlotTable  # set by the engine
 
     def wall(self, now_ns: int | None) -> int:
         return self.clock() if now_ns is None else now_ns

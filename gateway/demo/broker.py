@@ -1,9 +1,9 @@
-"""The demo's private MQTT broker: what the demo needs of one, and how it picks which (amqtt or Mosquitto)."""
+"""The demo's private MQTT broker: what the demo needs of one (amqtt_broker.py and mosquitto_broker.py are two;
+open_broker.py picks which)."""
 
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from typing import Literal, Protocol
 
 LOCALHOST = "127.0.0.1"
@@ -46,14 +46,3 @@ def free_port() -> int:
         sock.bind((LOCALHOST, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def open_broker(kind: BrokerKind, workdir: Path) -> DemoBroker:
-    """An unstarted broker of this kind; Mosquitto keeps its config, state and log in `workdir`."""
-    if kind == "amqtt":
-        from gateway.demo.amqtt_broker import AmqttBroker  # noqa: PLC0415 - amqtt loads only when used
-
-        return AmqttBroker()
-    from gateway.demo.mosquitto_broker import MosquittoBroker, require_mosquitto  # noqa: PLC0415
-
-    return MosquittoBroker(require_mosquitto(), workdir)

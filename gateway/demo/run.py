@@ -31,9 +31,10 @@ from gateway.config import (
     SqliteConfig,
 )
 from gateway.demo.amqtt_broker import DEMO_USERNAME
-from gateway.demo.broker import LOCALHOST, BrokerKind, DemoBroker, free_port, open_broker
+from gateway.demo.broker import LOCALHOST, BrokerKind, DemoBroker, free_port
 from gateway.demo.dashboard import Dashboard, Out, PlainStatus, Sampler, Snapshot, n, rejections_text
 from gateway.demo.fleet import CHUNK_S, DEMO_SCRIPT, DUP_RATE, MALFORMED_RATE, FleetFeed, FleetPublisher
+from gateway.demo.open_broker import open_broker
 from gateway.errors import EXIT_FAILED, DemoError
 from gateway.pipeline import Pipeline
 from gateway.query import format_number, open_readonly
