@@ -14,6 +14,8 @@ Library exceptions (paho, urllib3, sqlite3) are translated into these at the ada
 
 from __future__ import annotations
 
+from gateway.reasons import Reason
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -26,7 +28,7 @@ class ConfigError(GatewayError):
 class PayloadRejected(GatewayError):
     """A message was refused. `reason` is a stable code for counters, `detail` is for humans."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

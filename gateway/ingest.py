@@ -12,6 +12,7 @@ from gateway.dedup import DedupKey, DedupWindow, delivery_key, key_for
 from gateway.errors import PayloadRejected
 from gateway.mapping import TopicMatch, TopicRouter
 from gateway.model import RawMessage, Reading, Rejection
+from gateway.reasons import Ignored, Reason
 from gateway.sequence import SequenceEvent, SequenceTracker
 from gateway.validate import Validator
 
@@ -62,15 +63,15 @@ class Ingestor:
         device: str | None = None
         late = 0
         if raw.stale_retained:
-            return Outcome([], 0, ignored="retained")
+            return Outcome([], 0, ignored=Ignored.RETAINED)
         try:
             match = self._known_topics.get(raw.topic)
             if match is None:
                 if any(topics.filter_matches(f, raw.topic) for f in self._own_outputs):
-                    return Outcome([], 0, ignored="own_output")
+                    return Outcome([], 0, ignored=Ignored.OWN_OUTPUT)
                 match = self._router.route(raw.topic)
                 if match is None:
-                    raise PayloadRejected("no_mapping", f"no mapping matches topic {raw.topic[:200]!r}")
+                    raise PayloadRejected(Reason.NO_MAPPING, f"no mapping matches topic {raw.topic[:200]!r}")
                 device = match.device
                 if device is not None:
                     self._validators[id(match.mapping)].check_device(device)
@@ -93,7 +94,7 @@ class Ingestor:
             log.exception("internal error on a message from %s", raw.topic[:200])
             detail = f"{type(exc).__name__}: {exc}"[:500]
             return Outcome(
-                [], 0, Rejection("internal_error", detail, raw.topic, raw.payload, raw.received_at_ns, device)
+                [], 0, Rejection(Reason.INTERNAL_ERROR, detail, raw.topic, raw.payload, raw.received_at_ns, device)
             )
         untimed = sum(1 for r in readings if not r.time_from_device)
         window = self._dedup

@@ -50,6 +50,7 @@ from gateway.errors import GatewayError
 from gateway.journal_lock import JournalLock
 from gateway.journal_salvage import SalvageReport, decode_readings
 from gateway.model import Reading, Rejection
+from gateway.reasons import Reason
 from gateway.sqlitedb import open_wal
 
 log = logging.getLogger(__name__)
@@ -371,7 +372,7 @@ class Journal:
             for seq, why in failures:
                 row = conn.execute("SELECT topic, payload FROM deadletters WHERE seq = ?", (seq,)).fetchone()
                 if row is not None:
-                    moved.append(Rejection("publish_failed", why, row[0], bytes(row[1]), now))
+                    moved.append(Rejection(Reason.PUBLISH_FAILED, why, row[0], bytes(row[1]), now))
                     conn.execute("DELETE FROM deadletters WHERE seq = ?", (seq,))
             rows, _dropped, data_version = self._keep_rejected(moved)
             conn.execute("COMMIT")

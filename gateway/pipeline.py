@@ -32,6 +32,7 @@ from gateway.journal import Journal
 from gateway.journal_writer import Chunk, JournalWriter
 from gateway.metrics import Stats, StatsCollector
 from gateway.model import RawMessage, Reading, Rejection
+from gateway.reasons import Reason
 from gateway.runtime import Supervisor
 from gateway.self_metrics import SelfMetricsWriter
 from gateway.sink_worker import SinkWorker
@@ -304,7 +305,7 @@ class Pipeline:
         for r in readings:
             payload = deadletter.reading_payload(r)
             topic = f"(refused by the store: reading {r.reading_id})"
-            rejection = Rejection("store_refused", reason, topic, payload, time.time_ns(), r.device, r.measurement)
+            rejection = Rejection(Reason.STORE_REFUSED, reason, topic, payload, time.time_ns(), r.device, r.measurement)
             records.append(self._deadletter_record(rejection))
             rejections.append(rejection)
         # A chunk with dead letters only: the journal thread commits and publishes it like any other.

@@ -29,6 +29,7 @@ from gateway.formats.timestamps import parse_rfc3339
 from gateway.ingest import Ingestor
 from gateway.journal import SCHEMA, add_dedup_keys, dedup_keys_since
 from gateway.model import RawMessage, Reading
+from gateway.reasons import Reason
 from gateway.retry import Backoff
 from gateway.sinks import Sink, build_sinks
 from gateway.sqlitedb import open_wal
@@ -252,7 +253,9 @@ class _Replayer:
             accepted.append((record, readings))
         refused = self._store(accepted) if self._sinks else {}
         done = [(record, readings) for record, readings in accepted if record.seq not in refused]
-        again += [(record, "store_refused", refused[record.seq]) for record, _ in accepted if record.seq in refused]
+        again += [
+            (record, Reason.STORE_REFUSED, refused[record.seq]) for record, _ in accepted if record.seq in refused
+        ]
         if not report.dry_run:
             self._commit(done, again)
         report.replayed += len(done)
@@ -274,7 +277,7 @@ class _Replayer:
             return readings, 0
         outcome = self._ingestor.process(RawMessage(record.topic, record.payload, 1, record.received_ns))
         if outcome.rejection is not None:
-            raise PayloadRejected(outcome.rejection.reason, outcome.rejection.detail)
+            raise PayloadRejected(Reason(outcome.rejection.reason), outcome.rejection.detail)
         return outcome.readings, outcome.duplicates
 
     def _store(self, accepted: list[tuple[RejectedRecord, list[Reading]]]) -> dict[int, str]:

@@ -11,6 +11,7 @@ from fnmatch import fnmatchcase
 from gateway.config import RESERVED_MEASUREMENTS, MetricRule, ValidationConfig
 from gateway.errors import PayloadRejected
 from gateway.model import FieldValue, Reading
+from gateway.reasons import Reason
 
 # Tag names that already mean something, so a payload cannot send them (the stores would disagree on the reading).
 RESERVED_TAGS = {
@@ -42,14 +43,14 @@ class Validator:
     def check_payload_size(self, size: int) -> None:
         if size > self.max_payload_bytes:
             raise PayloadRejected(
-                "payload_too_large",
+                Reason.PAYLOAD_TOO_LARGE,
                 f"{size} bytes, more than validation.max_payload_bytes={self.max_payload_bytes}",
             )
 
     def check_device(self, device: str) -> None:
         if len(device) > self.config.device_id_max_length:
             raise PayloadRejected(
-                "invalid_device_id",
+                Reason.INVALID_DEVICE_ID,
                 f"device id of {len(device)} characters, more than device_id_max_length="
                 f"{self.config.device_id_max_length}",
             )
@@ -57,14 +58,14 @@ class Validator:
         # characters are refused whatever the pattern allows: a newline would split a line-protocol point.
         if self._device_re.fullmatch(device) is None or not device.isprintable():
             raise PayloadRejected(
-                "invalid_device_id", f"device id {device[:128]!r} does not match validation.device_id_pattern"
+                Reason.INVALID_DEVICE_ID, f"device id {device[:128]!r} does not match validation.device_id_pattern"
             )
 
     def check_field_count(self, readings: list[Reading]) -> None:
         count = sum(len(r.fields) for r in readings)
         if count > self.config.max_fields:
             raise PayloadRejected(
-                "too_many_fields", f"{count} fields in one message, more than max_fields={self.config.max_fields}"
+                Reason.TOO_MANY_FIELDS, f"{count} fields in one message, more than max_fields={self.config.max_fields}"
             )
 
     def expected_unit(self, field: str) -> str | None:
@@ -76,14 +77,14 @@ class Validator:
         # First, so that the float arithmetic below never sees an unbounded integer (OverflowError).
         if not MIN_TIME_NS <= reading.time_ns <= MAX_TIME_NS:
             raise PayloadRejected(
-                "timestamp_out_of_range",
+                Reason.TIMESTAMP_OUT_OF_RANGE,
                 f"reading {reading.reading_id[:128]!r} is stamped outside 2000-01-01..2262-04-11 (before 2000: a "
                 "device clock that was never set?)",
             )
         if reading.time_ns - now_ns > self._max_future_ns:
             ahead = (reading.time_ns - now_ns) / 1e9
             raise PayloadRejected(
-                "timestamp_in_future",
+                Reason.TIMESTAMP_IN_FUTURE,
                 f"reading {reading.reading_id[:128]!r} is {ahead:.0f} s ahead of the gateway's clock",
             )
         # A reading stamped with the receive time is as old as the gateway's backlog, not late from the device.
@@ -93,13 +94,13 @@ class Validator:
         if late and self.config.late == "reject":
             behind = (now_ns - reading.time_ns) / 1e9
             raise PayloadRejected(
-                "timestamp_too_old",
+                Reason.TIMESTAMP_TOO_OLD,
                 f"reading {reading.reading_id[:128]!r} is {behind:.0f} s old, more than max_late_s="
                 f"{self.config.max_late_s:g}",
             )
         if reading.measurement in RESERVED_MEASUREMENTS:  # line protocol names its own measurement
             raise PayloadRejected(
-                "reserved_measurement", f"measurement {reading.measurement!r} is written by the gateway itself"
+                Reason.RESERVED_MEASUREMENT, f"measurement {reading.measurement!r} is written by the gateway itself"
             )
         rules = self._rules
         for name, value in reading.fields.items():
@@ -107,7 +108,7 @@ class Validator:
             if '"' in name:
                 # Line protocol cannot carry it to VictoriaMetrics: unescaped, the quote opens a string and the
                 # point is corrupted; escaped (as InfluxDB wants), VictoriaMetrics keeps the backslash.
-                raise PayloadRejected("invalid_name", f"metric name {name[:64]!r} contains a double quote")
+                raise PayloadRejected(Reason.INVALID_NAME, f"metric name {name[:64]!r} contains a double quote")
             if rules:
                 rule = self._rule(name)
                 if rule is not None:
@@ -115,12 +116,12 @@ class Validator:
         for name, value in reading.tags.items():
             _check_name(name, "tag")
             if name in RESERVED_TAGS:
-                raise PayloadRejected("reserved_tag", f"tag {name!r} is reserved: {RESERVED_TAGS[name]}")
+                raise PayloadRejected(Reason.RESERVED_TAG, f"tag {name!r} is reserved: {RESERVED_TAGS[name]}")
             if not value or not value.isprintable():
-                raise PayloadRejected("invalid_name", f"tag {name[:64]!r} has an empty or unprintable value")
+                raise PayloadRejected(Reason.INVALID_NAME, f"tag {name[:64]!r} has an empty or unprintable value")
         for field_value in reading.fields.values():
             if type(field_value) is str and "\n" in field_value:
-                raise PayloadRejected("invalid_value", "string values cannot contain newlines")
+                raise PayloadRejected(Reason.INVALID_VALUE, "string values cannot contain newlines")
         return late
 
     def _rule(self, field: str) -> MetricRule | None:
@@ -138,12 +139,14 @@ class Validator:
 def _check_rule(rule: MetricRule, name: str, value: FieldValue) -> None:
     kind = _TYPE_OF[type(value)]
     if rule.type is not None and kind != rule.type:
-        raise PayloadRejected("invalid_type", f"{name[:128]!r} is a {kind}, the rule {rule.name!r} wants a {rule.type}")
+        raise PayloadRejected(
+            Reason.INVALID_TYPE, f"{name[:128]!r} is a {kind}, the rule {rule.name!r} wants a {rule.type}"
+        )
     if isinstance(value, bool | str):
         return
     if (rule.min is not None and value < rule.min) or (rule.max is not None and value > rule.max):
         raise PayloadRejected(
-            "out_of_range", f"{name[:128]!r} = {value:g} is outside [{_bound(rule.min)}, {_bound(rule.max)}]"
+            Reason.OUT_OF_RANGE, f"{name[:128]!r} = {value:g} is outside [{_bound(rule.min)}, {_bound(rule.max)}]"
         )
 
 
@@ -154,4 +157,4 @@ def _bound(value: float | None) -> str:
 def _check_name(name: str, kind: str) -> None:
     # Printable excludes newlines and control characters, which line protocol cannot carry in names.
     if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise PayloadRejected("invalid_name", f"{kind} name {name[:64]!r} is empty, too long or unprintable")
+        raise PayloadRejected(Reason.INVALID_NAME, f"{kind} name {name[:64]!r} is empty, too long or unprintable")

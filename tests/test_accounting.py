@@ -52,9 +52,7 @@ def test_messages_and_readings_each_add_up(tmp_path: Path, mosquitto: Mosquitto,
         assert gateway.wait_for("gateway_messages_received", len(messages), 20) == len(messages)
         wait_until(lambda: sqlite_rows(workdir / "gateway.db") == 65, "65 readings in SQLite", 20, gateway.log_tail)
         assert victoria.wait_for_samples(65, timeout=20) == 65
-        wait_until(
-            lambda: gateway.metrics()['gateway_readings_stored{sink="influx"}'] == 65, "influx counted", 10
-        )
+        wait_until(lambda: gateway.metrics()['gateway_readings_stored{sink="influx"}'] == 65, "influx counted", 10)
         metrics = gateway.metrics()
 
     # Messages: each counted once, by what became of it.

@@ -35,9 +35,7 @@ def _in_memory(gateway: GatewayProcess) -> float:
     return metrics["gateway_messages_received"] - metrics["gateway_messages_acknowledged"]
 
 
-def test_memory_stays_bounded_while_the_store_is_down_and_nothing_is_lost(
-    tmp_path: Path, mosquitto: Mosquitto
-) -> None:
+def test_memory_stays_bounded_while_the_store_is_down_and_nothing_is_lost(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """With the store down and the journal full, the gateway used to read on (46,000 messages, RSS 64 -> 137
     MB): Mosquitto does not hold to receive_maximum. It stops reading at mqtt.max_messages_in_memory."""
     vm = VictoriaMetrics(tmp_path / "vm")  # its port is chosen now; the server starts later

@@ -67,9 +67,7 @@ def test_a_database_path_that_cannot_be_created_names_the_key(tmp_path: Path, ke
     variable = "GATEWAY_" + key.upper().replace(".", "__")
     result = _gateway(["run", "--config", str(_config(tmp_path))], tmp_path, **{variable: str(bad)})
     assert result.returncode == 2, result.stderr
-    assert f"{key}: cannot create {str(bad)!r}: {str(tmp_path / 'a-file')!r} is not a directory" in (
-        result.stderr
-    )
+    assert f"{key}: cannot create {str(bad)!r}: {str(tmp_path / 'a-file')!r} is not a directory" in (result.stderr)
     assert "Traceback" not in result.stderr
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sqlite3
 import time
 from collections import Counter
@@ -33,11 +32,12 @@ from gateway import deadletter
 from gateway.config import DedupConfig, GatewayConfig, SqliteConfig, load_config
 from gateway.ingest import Ingestor, Outcome
 from gateway.model import RawMessage, Reading
+from gateway.reasons import Reason
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
 from gateway.validate import MAX_TIME_NS, MIN_TIME_NS
 from tests.fuzzgen import DEVICES_CONFIG, MAX_TOPIC_BYTES, ROUTER, ByteSource, RandomSource, chance, gen_message
-from tests.gateway_proc import ROOT, GatewayProcess
+from tests.gateway_proc import GatewayProcess
 from tests.servers import Mosquitto
 from tests.strict_lineprotocol import parse_lines
 
@@ -47,13 +47,11 @@ CORPUS = 3_000  # messages published to the running gateway
 
 
 def reason_codes() -> frozenset[str]:
-    """Every reason code the gateway's source rejects a message with: the literal first argument of each
-    PayloadRejected, and the two codes a conditional picks (senml). `internal_error` is none of them: it is
-    what ingest makes of an unexpected exception, i.e. a bug."""
-    source = "\n".join(path.read_text() for path in (ROOT / "gateway").rglob("*.py"))
-    codes = set(re.findall(r'PayloadRejected\(\s*"(\w+)"', source))
-    codes |= {code for pair in re.findall(r'reason = "(\w+)" if .* else "(\w+)"', source) for code in pair}
-    return frozenset(codes)
+    """Every reason code the ingest path rejects a message with: gateway/reasons.py's Reason, but for
+    `internal_error` (what ingest makes of an unexpected exception, i.e. a bug) and the two that are not about
+    a message received (a reading a store refused, a record MQTT cannot carry)."""
+    not_ingest = {Reason.INTERNAL_ERROR, Reason.STORE_REFUSED, Reason.PUBLISH_FAILED}
+    return frozenset(r.value for r in Reason if r not in not_ingest)
 
 
 REASONS = reason_codes()

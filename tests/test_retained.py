@@ -29,9 +29,7 @@ def _publish_retained(broker: Mosquitto, topic: str, payload: bytes) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_a_retained_message_is_stored_once_across_restarts(
-    tmp_path: Path, mosquitto: Mosquitto, protocol: str
-) -> None:
+def test_a_retained_message_is_stored_once_across_restarts(tmp_path: Path, mosquitto: Mosquitto, protocol: str) -> None:
     """A retained status without `ts` gets the receive time: each repeat after a reconnect was a new row."""
     _publish_retained(mosquitto, "devices/lamp-1/telemetry", b'{"metrics": {"on": 1}}')
     workdir = tmp_path / "gw"

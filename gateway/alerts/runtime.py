@@ -24,6 +24,7 @@ class SlotTable(Protocol):
 
     def states(self, machine: Machine) -> Iterator[tuple[str, Any]]: ...
 
+
 PENDING = 1
 FIRING = 2
 Slot = list[Any]  # one device's states: [plan, state of its first rule, ...] (see devices.py)

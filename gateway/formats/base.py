@@ -8,6 +8,7 @@ from typing import Protocol
 
 from gateway.errors import PayloadRejected
 from gateway.model import Reading
+from gateway.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -40,5 +41,5 @@ def json_syntax_rejection(message: str) -> PayloadRejected:
     with a syntax error; that is a payload nested too deep (`too_deep`, as validation.max_depth names it), not
     malformed JSON."""
     if "recursion limit exceeded" in message:
-        return PayloadRejected("too_deep", f"nesting deeper than the JSON parser's limit: {message}")
-    return PayloadRejected("malformed_json", f"not valid JSON: {message}")
+        return PayloadRejected(Reason.TOO_DEEP, f"nesting deeper than the JSON parser's limit: {message}")
+    return PayloadRejected(Reason.MALFORMED_JSON, f"not valid JSON: {message}")

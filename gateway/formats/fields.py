@@ -9,7 +9,7 @@ A format decodes every field it understands, then passes the result through `sel
 * `rename` maps a decoded name to the stored name; fields not named in it keep their name.
 
 Two fields ending up with one name (a rename onto another kept field) would silently lose a value, so that
-raises PayloadRejected("invalid_schema"). An empty result is returned as is: the caller decides what a
+raises PayloadRejected(Reason.INVALID_SCHEMA). An empty result is returned as is: the caller decides what a
 message whose fields were all filtered out means.
 """
 
@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from gateway.errors import PayloadRejected
 from gateway.formats.base import DecodeContext
+from gateway.reasons import Reason
 
 V = TypeVar("V")
 
@@ -39,10 +40,10 @@ def select_fields(fields: Mapping[str, V], context: DecodeContext) -> dict[str, 
             continue
         stored = rename.get(name, name)
         if not stored:
-            raise PayloadRejected("invalid_schema", f"field {name[:128]!r} is renamed to an empty name")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"field {name[:128]!r} is renamed to an empty name")
         if stored in selected:
             raise PayloadRejected(
-                "invalid_schema", f"fields {name[:128]!r} and another both end up named {stored[:128]!r}"
+                Reason.INVALID_SCHEMA, f"fields {name[:128]!r} and another both end up named {stored[:128]!r}"
             )
         selected[stored] = value
     return selected
@@ -55,5 +56,5 @@ def finite_float(value: float | int, where: str) -> float:
     except OverflowError:
         result = math.inf
     if not math.isfinite(result):
-        raise PayloadRejected("non_finite_value", f"{where[:128]} is NaN, infinite or too large for a double")
+        raise PayloadRejected(Reason.NON_FINITE_VALUE, f"{where[:128]} is NaN, infinite or too large for a double")
     return result

@@ -51,6 +51,7 @@ from gateway.formats.fields import select_fields
 from gateway.formats.identity import content_id
 from gateway.formats.timestamps import epoch_to_ns, parse_rfc3339
 from gateway.model import FieldValue, Reading
+from gateway.reasons import Reason
 
 PARSER_MAX_DEPTH = 1024  # orjson's own limit; the mapping's max_depth (default 32) is checked while flattening
 _MAX_READINGS_PER_PAYLOAD = 10_000
@@ -72,17 +73,17 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         depth = 1
     elif isinstance(document, list):
         if not document:
-            raise PayloadRejected("empty_metrics", "empty array: no readings")
+            raise PayloadRejected(Reason.EMPTY_METRICS, "empty array: no readings")
         if len(document) > _MAX_READINGS_PER_PAYLOAD:
-            raise PayloadRejected("too_many_readings", f"{len(document)} readings in one payload")
+            raise PayloadRejected(Reason.TOO_MANY_READINGS, f"{len(document)} readings in one payload")
         objects, depth = document, 2
     else:
-        raise PayloadRejected("invalid_schema", f"payload is a JSON {type(document).__name__}, not an object")
+        raise PayloadRejected(Reason.INVALID_SCHEMA, f"payload is a JSON {type(document).__name__}, not an object")
     path = _timestamp_path(context.timestamp_field)
     readings = []
     for index, obj in enumerate(objects):
         if not isinstance(obj, dict):
-            raise PayloadRejected("invalid_schema", f"payload[{index}] is not an object")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"payload[{index}] is not an object")
         readings.append(_to_reading(obj, depth, path, context))
     return readings
 
@@ -93,20 +94,20 @@ def _parse(payload: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         message = str(exc)
     if "depth limit" in message:
-        raise PayloadRejected("too_deep", f"nesting deeper than {PARSER_MAX_DEPTH}") from None
+        raise PayloadRejected(Reason.TOO_DEEP, f"nesting deeper than {PARSER_MAX_DEPTH}") from None
     if "infinity" in message:
-        raise PayloadRejected("non_finite_value", f"a number is out of range: {message}") from None
+        raise PayloadRejected(Reason.NON_FINITE_VALUE, f"a number is out of range: {message}") from None
     # orjson calls NaN / Infinity an unexpected character; the slower stdlib parser, run only on this error
     # path, tells them apart from plain malformed JSON.
     try:
         stdlib_json.loads(payload, parse_constant=_reject_constant)
     except _NonFinite as exc:
-        raise PayloadRejected("non_finite_value", f"{exc} is not a finite number") from None
+        raise PayloadRejected(Reason.NON_FINITE_VALUE, f"{exc} is not a finite number") from None
     except RecursionError:
-        raise PayloadRejected("too_deep", f"nesting deeper than {PARSER_MAX_DEPTH}") from None
+        raise PayloadRejected(Reason.TOO_DEEP, f"nesting deeper than {PARSER_MAX_DEPTH}") from None
     except (ValueError, UnicodeDecodeError):
         pass
-    raise PayloadRejected("malformed_json", f"not valid JSON: {message}")
+    raise PayloadRejected(Reason.MALFORMED_JSON, f"not valid JSON: {message}")
 
 
 def _reject_constant(name: str) -> Any:
@@ -133,7 +134,7 @@ def _to_reading(obj: dict[str, Any], depth: int, path: tuple[str, ...] | None, c
         root = _path(context.root)
         holder = _lookup(obj, root)
         if not isinstance(holder, dict):
-            raise PayloadRejected("invalid_schema", f"no object at {context.root!r}")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"no object at {context.root!r}")
         skip = path[len(root) :] if path is not None and path[: len(root)] == root else None
         _flatten(holder, "", depth + len(root), skip or None, context, fields)
     else:
@@ -147,7 +148,7 @@ def _to_reading(obj: dict[str, Any], depth: int, path: tuple[str, ...] | None, c
         time_ns, from_device = _timestamp(raw_time, context), True
     fields = select_fields(fields, context)
     if not fields:
-        raise PayloadRejected("empty_metrics", "no numeric, boolean or kept string field in the object")
+        raise PayloadRejected(Reason.EMPTY_METRICS, "no numeric, boolean or kept string field in the object")
     reading_id = content_id(device, time_ns, fields)
     return Reading(device, context.measurement, time_ns, fields, {}, reading_id, None, from_device)
 
@@ -157,12 +158,13 @@ def _device(obj: dict[str, Any], context: DecodeContext) -> str:
     assert context.device_field is not None
     claimed = _lookup(obj, _path(context.device_field))
     if claimed is None:
-        raise PayloadRejected("missing_device", f"no device id at {context.device_field!r}")
+        raise PayloadRejected(Reason.MISSING_DEVICE, f"no device id at {context.device_field!r}")
     if not isinstance(claimed, str) or not claimed:
-        raise PayloadRejected("invalid_device_id", f"{context.device_field} is not a non-empty string")
+        raise PayloadRejected(Reason.INVALID_DEVICE_ID, f"{context.device_field} is not a non-empty string")
     if context.device and claimed != context.device:
         raise PayloadRejected(
-            "device_mismatch", f"payload {context.device_field} {claimed[:128]!r} is not the topic's {context.device!r}"
+            Reason.DEVICE_MISMATCH,
+            f"payload {context.device_field} {claimed[:128]!r} is not the topic's {context.device!r}",
         )
     return claimed
 
@@ -177,7 +179,7 @@ def _flatten(
 ) -> None:
     """Recursion is bounded: a level deeper than max_depth raises before it is entered (orjson caps at 1024)."""
     if depth > context.max_depth:
-        raise PayloadRejected("too_deep", f"nesting deeper than max_depth={context.max_depth}")
+        raise PayloadRejected(Reason.TOO_DEEP, f"nesting deeper than max_depth={context.max_depth}")
     for key, value in obj.items():
         if skip is not None and key == skip[0]:
             if len(skip) == 1:
@@ -189,7 +191,7 @@ def _flatten(
         kind = type(value)
         if kind is float:
             if not math.isfinite(value):  # cannot come from orjson; kept as a guard
-                raise PayloadRejected("non_finite_value", f"{name[:128]} is NaN or infinite")
+                raise PayloadRejected(Reason.NON_FINITE_VALUE, f"{name[:128]} is NaN or infinite")
             out[name] = value
         elif kind is bool:
             out[name] = value
@@ -211,7 +213,7 @@ def _flatten(
 def _check_depth(value: list[Any] | dict[str, Any], depth: int, max_depth: int) -> None:
     """Lists are skipped, but their nesting still counts against the limit."""
     if depth > max_depth:
-        raise PayloadRejected("too_deep", f"nesting deeper than max_depth={max_depth}")
+        raise PayloadRejected(Reason.TOO_DEEP, f"nesting deeper than max_depth={max_depth}")
     for item in value if isinstance(value, list) else value.values():
         if isinstance(item, list | dict):
             _check_depth(item, depth + 1, max_depth)
@@ -235,7 +237,7 @@ def _timestamp(value: Any, context: DecodeContext) -> int:
         if local is None:
             return parse_rfc3339(value)  # RFC 3339 with a zone, or invalid_timestamp
         return _local_to_ns(local, value, context.timezone)
-    raise PayloadRejected("invalid_timestamp", f"{context.timestamp_field} is a JSON {kind.__name__}")
+    raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"{context.timestamp_field} is a JSON {kind.__name__}")
 
 
 def _local_to_ns(match: re.Match[str], text: str, timezone: str) -> int:
@@ -244,7 +246,7 @@ def _local_to_ns(match: re.Match[str], text: str, timezone: str) -> int:
     try:
         naive = datetime(year, month, day, hour, minute, second)
     except ValueError as exc:
-        raise PayloadRejected("invalid_timestamp", f"ts {text[:64]!r}: {exc}") from None
+        raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"ts {text[:64]!r}: {exc}") from None
     offset = naive.replace(tzinfo=_zone(timezone)).utcoffset()
     assert offset is not None  # a ZoneInfo always has one
     delta = naive - offset - _EPOCH_NAIVE

@@ -35,6 +35,7 @@ from gateway.formats.base import DecodeContext
 from gateway.formats.fields import select_fields
 from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
+from gateway.reasons import Reason
 
 _MAX_READINGS_PER_PAYLOAD = 10_000
 _MAX_NAME_LENGTH = 256  # gateway.validate.MAX_NAME_LENGTH, for the measurement
@@ -79,7 +80,7 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PayloadRejected("invalid_line_protocol", f"not UTF-8 at byte {exc.start}") from None
+        raise PayloadRejected(Reason.INVALID_LINE_PROTOCOL, f"not UTF-8 at byte {exc.start}") from None
     readings: list[Reading] = []
     pos, line_no, end = 0, 1, len(text)
     while pos < end:
@@ -96,16 +97,18 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
             reading, pos, newlines = _line(text, pos, context)
         except _LineError as exc:
             raise PayloadRejected(
-                "invalid_line_protocol", f"line {line_no}, column {exc.column - start + 1}: {exc.what}"
+                Reason.INVALID_LINE_PROTOCOL, f"line {line_no}, column {exc.column - start + 1}: {exc.what}"
             ) from None
         except PayloadRejected as exc:
             raise PayloadRejected(exc.reason, f"line {line_no}: {exc.detail}") from None
         readings.append(reading)
         if len(readings) > _MAX_READINGS_PER_PAYLOAD:
-            raise PayloadRejected("too_many_readings", f"more than {_MAX_READINGS_PER_PAYLOAD} lines in one payload")
+            raise PayloadRejected(
+                Reason.TOO_MANY_READINGS, f"more than {_MAX_READINGS_PER_PAYLOAD} lines in one payload"
+            )
         line_no += 1 + newlines
     if not readings:
-        raise PayloadRejected("empty_metrics", "no line in the payload")
+        raise PayloadRejected(Reason.EMPTY_METRICS, "no line in the payload")
     return readings
 
 
@@ -118,7 +121,7 @@ def _line(text: str, pos: int, context: DecodeContext) -> tuple[Reading, int, in
     if len(measurement) > _MAX_NAME_LENGTH or not measurement.isprintable():
         # The validator checks field and tag names, not the measurement: a format that takes it from the
         # payload checks it as a name (a tab or NUL in it would reach the stores, unprintable).
-        raise PayloadRejected("invalid_name", f"measurement {measurement[:64]!r} is too long or unprintable")
+        raise PayloadRejected(Reason.INVALID_NAME, f"measurement {measurement[:64]!r} is too long or unprintable")
     pos = match.end()
 
     tags: dict[str, str] = {}
@@ -181,11 +184,11 @@ def _line(text: str, pos: int, context: DecodeContext) -> tuple[Reading, int, in
     device = tags.pop("device", None)
     if device is not None and device != context.device:
         raise PayloadRejected(
-            "device_mismatch", f"tag device={device[:128]!r} is not the topic's device {context.device!r}"
+            Reason.DEVICE_MISMATCH, f"tag device={device[:128]!r} is not the topic's device {context.device!r}"
         )
     fields = select_fields(fields, context)
     if not fields:
-        raise PayloadRejected("empty_metrics", "every field was filtered out")
+        raise PayloadRejected(Reason.EMPTY_METRICS, "every field was filtered out")
     reading_id = content_id(context.device, time_ns, fields, (measurement, tags))
     reading = Reading(context.device, measurement, time_ns, fields, tags, reading_id, None, from_device)
     return reading, line_end.end(), newlines

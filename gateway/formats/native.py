@@ -23,6 +23,7 @@ from gateway.formats.base import json_syntax_rejection
 from gateway.formats.identity import content_id
 from gateway.formats.timestamps import to_ns
 from gateway.model import FieldValue, Reading
+from gateway.reasons import Reason
 
 
 class NativeMessage(BaseModel):
@@ -49,16 +50,16 @@ def decode(payload: bytes, device: str, measurement: str, received_at_ns: int) -
     except ValidationError as exc:
         raise _rejection(exc) from None
     if not messages:
-        raise PayloadRejected("empty_metrics", "empty array: no readings")
+        raise PayloadRejected(Reason.EMPTY_METRICS, "empty array: no readings")
     if len(messages) > _MAX_MESSAGES_PER_PAYLOAD:
-        raise PayloadRejected("too_many_readings", f"{len(messages)} readings in one payload")
+        raise PayloadRejected(Reason.TOO_MANY_READINGS, f"{len(messages)} readings in one payload")
     return [_to_reading(m, device, measurement, received_at_ns) for m in messages]
 
 
 def _to_reading(msg: NativeMessage, device: str, measurement: str, received_at_ns: int) -> Reading:
     if msg.device_id is not None and msg.device_id != device:
         raise PayloadRejected(
-            "device_mismatch",
+            Reason.DEVICE_MISMATCH,
             f"payload device_id {msg.device_id[:128]!r} is not the topic's device {device!r}",
         )
     if msg.ts is None:
@@ -87,14 +88,14 @@ def _rejection(exc: ValidationError) -> PayloadRejected:
         return json_syntax_rejection(first["msg"])
     if "finite_number" in types:
         bad = next(e for e in errors if e["type"] == "finite_number")
-        return PayloadRejected("non_finite_value", f"{_where(bad['loc'])} is NaN or infinite")
+        return PayloadRejected(Reason.NON_FINITE_VALUE, f"{_where(bad['loc'])} is NaN or infinite")
     if first["type"] == "too_short" and first["loc"][-1:] == ("metrics",):
-        return PayloadRejected("empty_metrics", "metrics is empty")
+        return PayloadRejected(Reason.EMPTY_METRICS, "metrics is empty")
     if first["type"] == "missing":
-        return PayloadRejected("invalid_schema", f"{where} is required")
+        return PayloadRejected(Reason.INVALID_SCHEMA, f"{where} is required")
     if first["loc"][:1] == ("metrics",) and len(first["loc"]) > 2:
-        return PayloadRejected("invalid_schema", f"{where} must be a number, a boolean or a string")
-    return PayloadRejected("invalid_schema", f"{where}: {first['msg']}")
+        return PayloadRejected(Reason.INVALID_SCHEMA, f"{where} must be a number, a boolean or a string")
+    return PayloadRejected(Reason.INVALID_SCHEMA, f"{where}: {first['msg']}")
 
 
 # pydantic names the union member in an error's location ("metrics.a.float"); users need only "metrics.a".

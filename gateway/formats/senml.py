@@ -41,6 +41,7 @@ from gateway.formats.base import DecodeContext, json_syntax_rejection
 from gateway.formats.fields import finite_float, select_fields
 from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
+from gateway.reasons import Reason
 
 SENML_VERSION = 10  # RFC 8428's version; packs of a later version may rely on semantics we do not know
 RELATIVE_LIMIT_S = 2**28
@@ -59,10 +60,10 @@ def _number(record: dict[str, Any], key: str, index: int) -> float | int | None:
     if value is None:
         return None
     if not _is_number(value):
-        reason = "invalid_timestamp" if key in ("bt", "t", "ut") else "invalid_schema"
+        reason = Reason.INVALID_TIMESTAMP if key in ("bt", "t", "ut") else Reason.INVALID_SCHEMA
         raise PayloadRejected(reason, f"record {index}: {key} must be a number, not {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
-        reason = "invalid_timestamp" if key in ("bt", "t", "ut") else "non_finite_value"
+        reason = Reason.INVALID_TIMESTAMP if key in ("bt", "t", "ut") else Reason.NON_FINITE_VALUE
         raise PayloadRejected(reason, f"record {index}: {key} is NaN or infinite")
     result: float | int = value
     return result
@@ -72,7 +73,7 @@ def _string(record: dict[str, Any], key: str, index: int) -> str | None:
     value = record.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise PayloadRejected("invalid_schema", f"record {index}: {key} must be a string, not {type(value).__name__}")
+    raise PayloadRejected(Reason.INVALID_SCHEMA, f"record {index}: {key} must be a string, not {type(value).__name__}")
 
 
 def _resolved(base: float | int, value: float | int, where: str) -> float:
@@ -100,11 +101,11 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
     except ValueError as exc:
         raise json_syntax_rejection(str(exc)) from None
     if not isinstance(pack, list):
-        raise PayloadRejected("invalid_schema", "a SenML pack is a JSON array of records")
+        raise PayloadRejected(Reason.INVALID_SCHEMA, "a SenML pack is a JSON array of records")
     if not pack:
-        raise PayloadRejected("empty_metrics", "empty array: no records")
+        raise PayloadRejected(Reason.EMPTY_METRICS, "empty array: no records")
     if len(pack) > _MAX_RECORDS:
-        raise PayloadRejected("too_many_readings", f"{len(pack)} records in one payload")
+        raise PayloadRejected(Reason.TOO_MANY_READINGS, f"{len(pack)} records in one payload")
 
     base_name, base_unit = "", None
     base_time: float | int = 0
@@ -114,13 +115,15 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
     relative: set[int] = set()  # resolved times anchored at the receive time: not the device's clock
     for index, record in enumerate(pack):
         if not isinstance(record, dict):
-            raise PayloadRejected("invalid_schema", f"record {index} is not an object")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"record {index} is not an object")
         for key in record:
             if key not in _KNOWN and key.endswith("_"):
-                raise PayloadRejected("invalid_schema", f"record {index}: unsupported must-understand field {key!r}")
+                raise PayloadRejected(
+                    Reason.INVALID_SCHEMA, f"record {index}: unsupported must-understand field {key!r}"
+                )
         bver = record.get("bver")
         if bver is not None and (not isinstance(bver, int) or isinstance(bver, bool) or bver > SENML_VERSION):
-            raise PayloadRejected("invalid_schema", f"record {index}: unsupported SenML version {bver!r}")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"record {index}: unsupported SenML version {bver!r}")
         bn, bu, n, u = (_string(record, key, index) for key in ("bn", "bu", "n", "u"))
         vs, vd = _string(record, "vs", index), _string(record, "vd", index)
         bt, bv, bs = (_number(record, key, index) for key in ("bt", "bv", "bs"))
@@ -128,7 +131,7 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         _number(record, "ut", index)  # type-checked, otherwise ignored
         vb = record.get("vb")
         if vb is not None and not isinstance(vb, bool):
-            raise PayloadRejected("invalid_schema", f"record {index}: vb must be a boolean")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"record {index}: vb must be a boolean")
         if bn is not None:
             base_name = bn
         if bu is not None:
@@ -142,7 +145,7 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
 
         name = n or ""
         if not base_name + name:
-            raise PayloadRejected("invalid_schema", f"record {index} has neither n nor bn")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"record {index} has neither n nor bn")
         field = name or u or base_unit or context.topic_metric or "value"
         if context.expected_unit is not None:
             _check_unit(context.rename.get(field, field), u or base_unit, context.expected_unit)
@@ -150,7 +153,7 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         values: list[tuple[str, FieldValue]] = []
         given = [key for key, value in (("v", v), ("vs", vs), ("vb", vb), ("vd", vd)) if value is not None]
         if len(given) > 1:
-            raise PayloadRejected("invalid_schema", f"record {index} has more than one value: {', '.join(given)}")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"record {index} has more than one value: {', '.join(given)}")
         if v is not None:
             values.append((field, _resolved(base_value, v, f"record {index}: v")))
         elif vb is not None:
@@ -159,7 +162,7 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
             if context.keep_strings:
                 values.append((field, vs if vs is not None else vd or ""))
         elif s is None:
-            raise PayloadRejected("invalid_schema", f"record {index} ({field!r}) has no value and no sum")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"record {index} ({field!r}) has no value and no sum")
         if s is not None:
             values.append((f"{field}{context.separator}sum", _resolved(base_sum, s, f"record {index}: s")))
 
@@ -170,7 +173,9 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         group = groups.setdefault(time_ns, {})
         for key, value in values:
             if key in group:
-                raise PayloadRejected("invalid_schema", f"record {index}: two values for {key[:128]!r} at one time")
+                raise PayloadRejected(
+                    Reason.INVALID_SCHEMA, f"record {index}: two values for {key[:128]!r} at one time"
+                )
             group[key] = value
 
     readings = []
@@ -185,11 +190,11 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
         )
     if not readings:
         # Accepted without a reading, the pack would be neither stored nor dead-lettered: it would vanish.
-        raise PayloadRejected("empty_metrics", "no value left in the pack (strings not kept, or filtered out)")
+        raise PayloadRejected(Reason.EMPTY_METRICS, "no value left in the pack (strings not kept, or filtered out)")
     return readings
 
 
 def _check_unit(field: str, unit: str | None, expected_unit: Callable[[str], str | None]) -> None:
     wanted = expected_unit(field)
     if wanted is not None and unit is not None and unit != wanted:
-        raise PayloadRejected("unit_mismatch", f"{field[:128]!r} is reported in {unit[:32]!r}, not {wanted!r}")
+        raise PayloadRejected(Reason.UNIT_MISMATCH, f"{field[:128]!r} is reported in {unit[:32]!r}, not {wanted!r}")

@@ -31,6 +31,7 @@ from gateway.formats.base import DecodeContext, json_syntax_rejection
 from gateway.formats.fields import finite_float, select_fields
 from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
+from gateway.reasons import Reason
 
 _MAX_MESSAGES = 10_000
 _WHOLE_FLOAT = 2.0**53  # every double at least this large is a whole number
@@ -47,11 +48,11 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
     elif isinstance(document, list):
         messages = document
     else:
-        raise PayloadRejected("invalid_schema", "telemetry must be a JSON object or an array of objects")
+        raise PayloadRejected(Reason.INVALID_SCHEMA, "telemetry must be a JSON object or an array of objects")
     if not messages:
-        raise PayloadRejected("empty_metrics", "empty array: no readings")
+        raise PayloadRejected(Reason.EMPTY_METRICS, "empty array: no readings")
     if len(messages) > _MAX_MESSAGES:
-        raise PayloadRejected("too_many_readings", f"{len(messages)} readings in one payload")
+        raise PayloadRejected(Reason.TOO_MANY_READINGS, f"{len(messages)} readings in one payload")
     readings = []
     for index, message in enumerate(messages):
         reading = _to_reading(message, index, context)
@@ -59,23 +60,25 @@ def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
             readings.append(reading)
     if not readings:
         # Accepted without a reading, the message would be neither stored nor dead-lettered: it would vanish.
-        raise PayloadRejected("empty_metrics", "no numeric, boolean or kept string value in the payload")
+        raise PayloadRejected(Reason.EMPTY_METRICS, "no numeric, boolean or kept string value in the payload")
     return readings
 
 
 def _to_reading(message: Any, index: int, context: DecodeContext) -> Reading | None:
     if not isinstance(message, dict):
-        raise PayloadRejected("invalid_schema", f"element {index} is not an object")
+        raise PayloadRejected(Reason.INVALID_SCHEMA, f"element {index} is not an object")
     if not message:
-        raise PayloadRejected("empty_metrics", f"element {index} is an empty object")
+        raise PayloadRejected(Reason.EMPTY_METRICS, f"element {index} is an empty object")
     if "ts" in message and "values" in message:
         extra = sorted(set(message) - {"ts", "values"})
         if extra:
-            raise PayloadRejected("invalid_schema", f"element {index}: unexpected key {extra[0][:128]!r} next to ts")
+            raise PayloadRejected(
+                Reason.INVALID_SCHEMA, f"element {index}: unexpected key {extra[0][:128]!r} next to ts"
+            )
         time_ns, from_device = _ms_to_ns(message["ts"], index), True
         values = message["values"]
         if not isinstance(values, dict):
-            raise PayloadRejected("invalid_schema", f"element {index}: values must be an object")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"element {index}: values must be an object")
     else:
         time_ns, from_device = context.received_at_ns, False
         values = message
@@ -90,11 +93,13 @@ def _to_reading(message: Any, index: int, context: DecodeContext) -> Reading | N
 
 def _ms_to_ns(ts: Any, index: int) -> int:
     if isinstance(ts, bool) or not isinstance(ts, int | float):
-        raise PayloadRejected("invalid_timestamp", f"element {index}: ts must be epoch milliseconds, not {ts!r:.64}")
+        raise PayloadRejected(
+            Reason.INVALID_TIMESTAMP, f"element {index}: ts must be epoch milliseconds, not {ts!r:.64}"
+        )
     if isinstance(ts, int):
         return ts * 1_000_000
     if not math.isfinite(ts):
-        raise PayloadRejected("invalid_timestamp", f"element {index}: ts is NaN or infinite")
+        raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"element {index}: ts is NaN or infinite")
     if abs(ts) >= _WHOLE_FLOAT:  # no fraction to keep, and ts * 1000 could overflow to infinity
         return int(ts) * 1_000_000  # far out of range: the validator rejects it as timestamp_out_of_range
     return round(ts * 1000) * 1000  # float milliseconds, kept to the microsecond
@@ -102,10 +107,10 @@ def _ms_to_ns(ts: Any, index: int) -> int:
 
 def _flatten(obj: dict[str, Any], prefix: str, depth: int, context: DecodeContext, out: dict[str, FieldValue]) -> None:
     if depth > context.max_depth:
-        raise PayloadRejected("too_deep", f"{prefix[:128]!r} is nested deeper than max_depth={context.max_depth}")
+        raise PayloadRejected(Reason.TOO_DEEP, f"{prefix[:128]!r} is nested deeper than max_depth={context.max_depth}")
     for key, value in obj.items():
         if not key:
-            raise PayloadRejected("invalid_schema", f"empty field name under {prefix[:128] or 'the top level'!r}")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"empty field name under {prefix[:128] or 'the top level'!r}")
         name = f"{prefix}{context.separator}{key}" if prefix else key
         if isinstance(value, dict):
             _flatten(value, name, depth + 1, context, out)
@@ -114,7 +119,7 @@ def _flatten(obj: dict[str, Any], prefix: str, depth: int, context: DecodeContex
         if field is None:
             continue
         if name in out:
-            raise PayloadRejected("invalid_schema", f"two fields end up named {name[:128]!r}")
+            raise PayloadRejected(Reason.INVALID_SCHEMA, f"two fields end up named {name[:128]!r}")
         out[name] = field
 
 
@@ -130,4 +135,4 @@ def _field_value(value: Any, name: str, context: DecodeContext) -> FieldValue | 
     try:
         return orjson.dumps(value).decode()  # a list
     except orjson.JSONEncodeError:  # an integer beyond 64 bits inside it
-        raise PayloadRejected("invalid_schema", f"{name[:128]}: array cannot be kept as JSON text") from None
+        raise PayloadRejected(Reason.INVALID_SCHEMA, f"{name[:128]}: array cannot be kept as JSON text") from None

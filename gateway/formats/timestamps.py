@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 from gateway.errors import PayloadRejected
+from gateway.reasons import Reason
 
 # re.ASCII: `\d` would also match Arabic-Indic and every other Unicode digit, which int() then reads as numbers.
 _RFC3339 = re.compile(
@@ -25,7 +26,7 @@ def parse_rfc3339(text: str) -> int:
     """'2026-11-27T10:15:00.250Z' -> ns. A zone is required: guessing one would silently shift data."""
     match = _RFC3339.fullmatch(text)
     if match is None:
-        raise PayloadRejected("invalid_timestamp", f"ts {text[:64]!r} is not RFC 3339 with a time zone")
+        raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"ts {text[:64]!r} is not RFC 3339 with a time zone")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction, zulu, sign, off_h, off_m = match.groups()[6:]
     try:
@@ -36,7 +37,7 @@ def parse_rfc3339(text: str) -> int:
             offset = -offset
         instant = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=timezone(offset))
     except ValueError as exc:
-        raise PayloadRejected("invalid_timestamp", f"ts {text[:64]!r}: {exc}") from None
+        raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"ts {text[:64]!r}: {exc}") from None
     delta = instant - _EPOCH
     whole_seconds = delta.days * 86_400 + delta.seconds + (1 if second == 60 else 0)  # leap second
     nanos = int(fraction.ljust(9, "0")) if fraction else 0

@@ -19,6 +19,7 @@ from gateway.formats.base import DecodeContext
 from gateway.formats.fields import select_fields
 from gateway.formats.identity import content_id
 from gateway.model import FieldValue, Reading
+from gateway.reasons import Reason
 
 # Deliberately narrower than float(): no "1_000", no "0x1p3", no "nan"/"inf" (those are rejected on their own), and
 # ASCII digits only (float() also reads Arabic-Indic and other Unicode digits).
@@ -31,31 +32,31 @@ def parse_value(text: str, keep_strings: bool) -> FieldValue:
     """One bare value -> float, bool or (when kept) str; PayloadRejected otherwise."""
     text = text.strip()
     if not text:
-        raise PayloadRejected("invalid_value", "empty payload")
+        raise PayloadRejected(Reason.INVALID_VALUE, "empty payload")
     if _NUMBER.fullmatch(text):
         number = float(text)
         if not math.isfinite(number):
-            raise PayloadRejected("non_finite_value", f"{text[:64]!r} does not fit a double")
+            raise PayloadRejected(Reason.NON_FINITE_VALUE, f"{text[:64]!r} does not fit a double")
         return number
     if _NON_FINITE.fullmatch(text):
-        raise PayloadRejected("non_finite_value", f"{text!r} is NaN or infinite")
+        raise PayloadRejected(Reason.NON_FINITE_VALUE, f"{text!r} is NaN or infinite")
     boolean = _BOOLS.get(text.lower())
     if boolean is not None:
         return boolean
     if keep_strings:
         return text
-    raise PayloadRejected("invalid_value", f"{text[:64]!r} is not a number or a boolean, and strings are not kept")
+    raise PayloadRejected(Reason.INVALID_VALUE, f"{text[:64]!r} is not a number or a boolean, and strings are not kept")
 
 
 def decode(payload: bytes, context: DecodeContext) -> list[Reading]:
     """Bytes -> one reading (none if the mapping's include/exclude filter the field out), or PayloadRejected."""
     metric = context.topic_metric
     if not metric:
-        raise PayloadRejected("invalid_schema", "a bare value needs a {metric} placeholder in the topic")
+        raise PayloadRejected(Reason.INVALID_SCHEMA, "a bare value needs a {metric} placeholder in the topic")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise PayloadRejected("invalid_value", "payload is not UTF-8 text") from None
+        raise PayloadRejected(Reason.INVALID_VALUE, "payload is not UTF-8 text") from None
     value = parse_value(text, context.keep_strings)
     fields = select_fields({metric: value}, context)
     if not fields:
