@@ -20,24 +20,24 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from gateway import deadletter
-from gateway.alerting import AlertStage
 from gateway.alerts import Alert
-from gateway.config import BatchingConfig, GatewayConfig
-from gateway.dedup import DedupKey
+from gateway.alerts.stage import AlertStage
+from gateway.config.schema import BatchingConfig, GatewayConfig
 from gateway.errors import EXIT_FAILED
-from gateway.http import StatusServer
-from gateway.ingest import Ingestor
-from gateway.journal import Journal
-from gateway.journal_writer import Chunk, JournalWriter
-from gateway.metrics import Stats, StatsCollector
+from gateway.ingest import deadletter
+from gateway.ingest.dedup import DedupKey
+from gateway.ingest.ingestor import Ingestor
+from gateway.journal.store import Journal
+from gateway.journal.writer import Chunk, JournalWriter
 from gateway.model import RawMessage, Reading, Rejection
 from gateway.reasons import Reason
 from gateway.runtime import Supervisor
-from gateway.self_metrics import SelfMetricsWriter
-from gateway.sink_worker import SinkWorker
 from gateway.sinks import Sink
-from gateway.source import MqttSource
+from gateway.sinks.worker import SinkWorker
+from gateway.sources.mqtt import MqttSource
+from gateway.telemetry.http import StatusServer
+from gateway.telemetry.metrics import Stats, StatsCollector
+from gateway.telemetry.self_metrics import SelfMetricsWriter
 
 log = logging.getLogger(__name__)
 # After a runtime thread died the sinks get this long to store what is committed; the rest stays in the journal.
@@ -51,7 +51,7 @@ class Pipeline:
         self.stats = Stats()
         self.ingestor = Ingestor(config)
         self._chunk = _new_chunk()
-        self._delivery_keys: list[DedupKey] = []  # the current chunk's (see gateway/dedup.py)
+        self._delivery_keys: list[DedupKey] = []  # the current chunk's (see gateway/ingest/dedup.py)
         self._stopping = threading.Event()
         self._sealed_for_stop = threading.Event()  # set by the network thread once it read its last message
         self.runtime = Supervisor()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.ingest import Ingestor
+from gateway.config.schema import GatewayConfig
+from gateway.ingest.ingestor import Ingestor
 from tests.servers import Mosquitto, VictoriaMetrics
 
 

@@ -20,8 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
-from gateway.config import load_config
-from gateway.mapping import TopicRouter
+from gateway.config.schema import load_config
+from gateway.ingest.mapping import TopicRouter
 from tests.gateway_proc import ROOT
 
 T = TypeVar("T")

@@ -118,7 +118,7 @@ class GatewayProcess:
         if self.preamble is None:
             args = [sys.executable, "-m", "gateway", "run"]
         else:  # the test's code first, in the gateway's own process, then the command line as usual
-            args = [sys.executable, "-c", f"{self.preamble}\nfrom gateway.cli import main\nmain()", "run"]
+            args = [sys.executable, "-c", f"{self.preamble}\nfrom gateway.tools.cli import main\nmain()", "run"]
         if self.config is not None:
             args += ["--config", str(self.config)]
         log = self.log_path.open("ab")

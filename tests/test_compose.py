@@ -35,9 +35,9 @@ from typer.testing import CliRunner
 from device_sim.brokerurl import parse_broker_url
 from device_sim.cli import app as device_sim_app
 from device_sim.wire import topic_for
-from gateway import self_metrics
-from gateway.config import SELF_MEASUREMENT, GatewayConfig, load_config
-from gateway.mapping import TopicRouter
+from gateway.config.schema import SELF_MEASUREMENT, GatewayConfig, load_config
+from gateway.ingest.mapping import TopicRouter
+from gateway.telemetry import self_metrics
 from tests.servers import Mosquitto
 
 ROOT = Path(__file__).parents[1]
@@ -62,7 +62,7 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 # exactly these; the writer must write at least these.
 GATEWAY_MEASUREMENT = SELF_MEASUREMENT
 GATEWAY_TAGS = frozenset({"instance"})
-# What gateway/self_metrics.py writes as measurement `gateway`; the dashboards must use exactly these.
+# What gateway/telemetry/self_metrics.py writes as measurement `gateway`; the dashboards must use exactly these.
 GATEWAY_FIELDS = frozenset(self_metrics.FIELDS)
 
 GATEWAY_USER = "gateway"  # the broker users config/mosquitto/acl names

@@ -13,8 +13,7 @@ import yaml
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from gateway.cli import app
-from gateway.config import (
+from gateway.config.schema import (
     AlertsConfig,
     DedupConfig,
     GatewayConfig,
@@ -35,6 +34,7 @@ from gateway.config import (
     masked_dump,
 )
 from gateway.errors import ConfigError
+from gateway.tools.cli import app
 
 EXAMPLE = Path(__file__).parents[1] / "config" / "gateway.example.yaml"
 SECTION_MODELS = {

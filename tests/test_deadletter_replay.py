@@ -17,14 +17,14 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.config import GatewayConfig, load_config
-from gateway.deadletter import reading_payload
+from gateway.config.schema import GatewayConfig, load_config
 from gateway.errors import PermanentSinkError, ReplayError, RetryableSinkError
-from gateway.journal import Journal, add_dedup_keys
+from gateway.ingest.deadletter import reading_payload
+from gateway.journal.store import Journal, add_dedup_keys
 from gateway.model import Reading, Rejection
-from gateway.query import rfc3339
-from gateway.replay import list_rejected, parse_since, replay
 from gateway.sinks.sqlite import StoredReading, read_readings
+from gateway.tools.query import rfc3339
+from gateway.tools.replay import list_rejected, parse_since, replay
 from tests.gateway_proc import GatewayProcess
 from tests.servers import Mosquitto
 

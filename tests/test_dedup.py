@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.dedup import DedupKey, DedupWindow, key_for
+from gateway.ingest.dedup import DedupKey, DedupWindow, key_for
 from gateway.model import Reading
 
 WINDOW = 100

@@ -24,15 +24,15 @@ from rich.console import Console
 from rich.text import Text
 
 from gateway.alerts import load_rules
-from gateway.config import SqliteConfig
+from gateway.config.schema import SqliteConfig
 from gateway.demo import DEMO_SCRIPT, RULES_FILE, TIMESTAMP_LAG_NS, Episode, FleetFeed, Script, renumber
-from gateway.demo.amqtt_broker import AmqttBroker
-from gateway.demo.broker import LOCALHOST
+from gateway.demo.brokers.amqtt_broker import AmqttBroker
+from gateway.demo.brokers.base import LOCALHOST
 from gateway.demo.dashboard import Snapshot, render_dashboard, status_markup
 from gateway.demo.run import fresh_store
 from gateway.errors import DemoError
-from gateway.query import AlertRow
 from gateway.sinks.sqlite import SqliteSink, read_readings
+from gateway.tools.query import AlertRow
 
 DEVICES = 50
 

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import ConfigError, PayloadRejected
-from gateway.formats import json as jsonformat
-from gateway.formats import line as lineformat
-from gateway.formats.base import DecodeContext
-from gateway.formats.identity import content_id
+from gateway.ingest.formats import json as jsonformat
+from gateway.ingest.formats import line as lineformat
+from gateway.ingest.formats.base import DecodeContext
+from gateway.ingest.formats.identity import content_id
 from gateway.model import Reading
 from gateway.sinks.lineprotocol import LineEncoder
 

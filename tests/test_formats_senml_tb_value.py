@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from gateway.errors import PayloadRejected
-from gateway.formats import senml, thingsboard, value
-from gateway.formats.base import DecodeContext
-from gateway.formats.fields import select_fields
-from gateway.formats.timestamps import parse_rfc3339
+from gateway.ingest.formats import senml, thingsboard, value
+from gateway.ingest.formats.base import DecodeContext
+from gateway.ingest.formats.fields import select_fields
+from gateway.ingest.formats.timestamps import parse_rfc3339
 from gateway.model import Reading
 
 SAMPLES = Path(__file__).parent / "data" / "devices.jsonl"

@@ -28,14 +28,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway import deadletter
-from gateway.config import DedupConfig, GatewayConfig, SqliteConfig, load_config
-from gateway.ingest import Ingestor, Outcome
+from gateway.config.schema import DedupConfig, GatewayConfig, SqliteConfig, load_config
+from gateway.ingest import deadletter
+from gateway.ingest.ingestor import Ingestor, Outcome
+from gateway.ingest.validate import MAX_TIME_NS, MIN_TIME_NS
 from gateway.model import RawMessage, Reading
 from gateway.reasons import Reason
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
-from gateway.validate import MAX_TIME_NS, MIN_TIME_NS
 from tests.fuzzgen import DEVICES_CONFIG, MAX_TOPIC_BYTES, ROUTER, ByteSource, RandomSource, chance, gen_message
 from tests.gateway_proc import GatewayProcess
 from tests.servers import Mosquitto

@@ -12,8 +12,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.self_metrics import FIELDS
 from gateway.sinks.sqlite import StoredReading, read_readings
+from gateway.telemetry.self_metrics import FIELDS
 from tests.gateway_proc import GatewayProcess
 from tests.servers import Mosquitto
 

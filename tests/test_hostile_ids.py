@@ -33,8 +33,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.config import GatewayConfig, SqliteConfig, ValidationConfig, load_config
-from gateway.ingest import Ingestor
+from gateway.config.schema import GatewayConfig, SqliteConfig, ValidationConfig, load_config
+from gateway.ingest.ingestor import Ingestor
 from gateway.model import RawMessage, Reading
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink

@@ -22,10 +22,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.errors import PayloadRejected
-from gateway.formats import json as json_format
-from gateway.formats import line, native, senml, thingsboard, value
-from gateway.formats.base import DecodeContext
-from gateway.formats.timestamps import parse_rfc3339
+from gateway.ingest.formats import json as json_format
+from gateway.ingest.formats import line, native, senml, thingsboard, value
+from gateway.ingest.formats.base import DecodeContext
+from gateway.ingest.formats.timestamps import parse_rfc3339
 from gateway.sinks.sqlite import StoredReading, read_readings
 from tests.gateway_proc import GatewayProcess, store_env
 from tests.servers import Mosquitto, Series, VictoriaMetrics

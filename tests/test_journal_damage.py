@@ -26,7 +26,7 @@ import pytest
 from device_sim.blast import blast, encode_all
 from device_sim.fleet import FleetSpec, generate
 from device_sim.manifest import Manifest
-from gateway.journal import Journal
+from gateway.journal.store import Journal
 from gateway.model import Rejection
 from tests.gateway_proc import GatewayProcess
 from tests.servers import Mosquitto, VictoriaMetrics, free_port

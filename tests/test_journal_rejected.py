@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.journal import TRUNCATED_PAYLOAD_BYTES, Journal, JournalError
+from gateway.journal.store import TRUNCATED_PAYLOAD_BYTES, Journal, JournalError
 from gateway.model import Reading, Rejection
 
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ValidationConfig
+from gateway.config.schema import ValidationConfig
 from gateway.errors import PayloadRejected
+from gateway.ingest.validate import Validator
 from gateway.model import FieldValue, Reading
 from gateway.sinks.lineprotocol import LineEncoder
-from gateway.validate import Validator
 
 T = 1_795_774_500_250_000_000
 

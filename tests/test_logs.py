@@ -13,7 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.logs import RateLimitFilter, configure
+from gateway.telemetry.logs import RateLimitFilter, configure
 from tests.gateway_proc import GatewayProcess
 from tests.servers import Mosquitto
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import MappingConfig
-from gateway.mapping import TopicRouter, TopicTemplate
+from gateway.config.schema import MappingConfig
+from gateway.ingest.mapping import TopicRouter, TopicTemplate
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import PayloadRejected
-from gateway.formats.native import decode
-from gateway.formats.timestamps import epoch_to_ns, parse_rfc3339, to_ns
+from gateway.ingest.formats.native import decode
+from gateway.ingest.formats.timestamps import epoch_to_ns, parse_rfc3339, to_ns
 from gateway.model import Reading
 
 SAMPLES = Path(__file__).parent / "data" / "devices.jsonl"

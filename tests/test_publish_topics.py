@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.journal import Journal
+from gateway.journal.store import Journal
 from tests.gateway_proc import publish, run_cli, sqlite_gateway, sqlite_rows, wait_until
 from tests.servers import Mosquitto
 

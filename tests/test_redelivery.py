@@ -4,9 +4,9 @@ keeps every reading.
 A reading without a device timestamp, id or sequence number is keyed by its receive time, which a redelivery does
 not share. Mosquitto (2.0.11, measured) resends a message whose PUBACK it never got with the DUP flag and its
 original packet id, after a reconnect and after its own restart; the gateway remembers, per packet id, the message
-it last committed (gateway/dedup.py), so the DUP copy is recognised. Real processes: Mosquitto, VictoriaMetrics, the
-gateway, and a TCP proxy between gateway and broker that holds back the gateway's PUBACKs, so that the gateway
-commits (and stores) messages the broker still counts as in flight when the gateway is killed.
+it last committed (gateway/ingest/dedup.py), so the DUP copy is recognised. Real processes: Mosquitto,
+VictoriaMetrics, the gateway, and a TCP proxy between gateway and broker that holds back the gateway's PUBACKs,
+so that the gateway commits (and stores) messages the broker still counts as in flight when the gateway is killed.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.ingest import Ingestor
+from gateway.config.schema import GatewayConfig
+from gateway.ingest.ingestor import Ingestor
 from gateway.model import RawMessage
 from tests.gateway_proc import GatewayProcess, store_env
 from tests.servers import Mosquitto, VictoriaMetrics

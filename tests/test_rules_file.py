@@ -26,7 +26,7 @@ from gateway.alerts.rules import (
     ThresholdRule,
 )
 from gateway.errors import ConfigError
-from gateway.rules_cli import rules_app
+from gateway.tools.rules import rules_app
 
 EXAMPLE = Path(__file__).parents[1] / "config" / "rules.example.yaml"
 RULE_MODELS = [RuleSet, Selector, Comparison, Band, ThresholdRule, RangeRule, RateRule, DeadmanRule, SequenceRule]

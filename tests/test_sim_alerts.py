@@ -13,8 +13,8 @@ from device_sim.manifest import ExpectedReading
 from device_sim.scenario import build, manifest
 from gateway.alerts.engine import AlertEngine
 from gateway.alerts.rules import load_rules
+from gateway.ingest.sequence import SequenceTracker
 from gateway.model import Reading
-from gateway.sequence import SequenceTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 Episode = tuple[str, str, int, int | None]

@@ -18,8 +18,8 @@ from device_sim.fleetfile import load_fleet
 from device_sim.formats import ENCODERS
 from device_sim.scenario import build
 from device_sim.timeline import FAULTS
-from gateway.config import load_config
-from gateway.ingest import Ingestor
+from gateway.config.schema import load_config
+from gateway.ingest.ingestor import Ingestor
 from gateway.model import RawMessage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from gateway.config import InfluxConfig, SqliteConfig
+from gateway.config.schema import InfluxConfig, SqliteConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import FieldValue, Reading
 from gateway.sinks import Sink

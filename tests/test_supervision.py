@@ -22,12 +22,12 @@ pytestmark = pytest.mark.integration
 
 JOURNAL_FAULT = """
 import sqlite3
-import gateway.journal
+import gateway.journal.store
 
 def _stored(self, sink, upto):
     raise sqlite3.OperationalError("disk I/O error (injected)")
 
-gateway.journal.Journal.stored = _stored
+gateway.journal.store.Journal.stored = _stored
 """
 
 MESSAGE_PATH_FAULT = """

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ValidationConfig
+from gateway.config.schema import ValidationConfig
 from gateway.errors import PayloadRejected
-from gateway.ingest import Ingestor, Outcome
+from gateway.ingest.ingestor import Ingestor, Outcome
+from gateway.ingest.validate import Validator
 from gateway.model import RawMessage, Reading
-from gateway.validate import Validator
 
 TOPIC = "devices/boiler-17/telemetry"
 NS = 1_000_000_000
@@ -190,7 +190,7 @@ def test_timestamp_outside_what_a_store_can_hold(ingestor: Ingestor, payload: by
 
 
 def test_earliest_storable_day_is_accepted(ingestor: Ingestor) -> None:
-    # The earliest instant every store keeps alike (gateway.validate.MIN_TIME_NS); earlier is out of range.
+    # The earliest instant every store keeps alike (gateway.ingest.validate.MIN_TIME_NS); earlier is out of range.
     accepted(ingestor.process(raw({"metrics": {"t": 1}, "ts": "2000-01-01T00:00:00Z"})))
 
 

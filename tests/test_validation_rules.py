@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.ingest import Ingestor
+from gateway.config.schema import GatewayConfig
+from gateway.ingest.ingestor import Ingestor
+from gateway.ingest.sequence import SequenceTracker
 from gateway.model import Reading
-from gateway.sequence import SequenceTracker
 from tests.test_validate import MakeIngestor, accepted, raw, rejected
 
 NS = 1_000_000_000

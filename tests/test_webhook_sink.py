@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import pytest
 from pydantic import SecretStr
 
-from gateway.config import ALERTS_MEASUREMENT, WebhookConfig
+from gateway.config.schema import ALERTS_MEASUREMENT, WebhookConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Reading
 from gateway.sinks.webhook import WebhookSink

@@ -19,8 +19,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from gateway.metrics import Stats
-from gateway.query import AlertRow, alert_rows, alert_time, count_devices, firing_now, format_number
+from gateway.telemetry.metrics import Stats
+from gateway.tools.query import AlertRow, alert_rows, alert_time, count_devices, firing_now, format_number
 
 ALERTS_SHOWN = 8
 

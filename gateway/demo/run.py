@@ -21,7 +21,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from gateway.alerts import load_rules
-from gateway.config import (
+from gateway.config.schema import (
     AlertsConfig,
     GatewayConfig,
     HttpConfig,
@@ -30,16 +30,16 @@ from gateway.config import (
     MqttConfig,
     SqliteConfig,
 )
-from gateway.demo.amqtt_broker import DEMO_USERNAME
-from gateway.demo.broker import LOCALHOST, BrokerKind, DemoBroker, free_port
+from gateway.demo.brokers.amqtt_broker import DEMO_USERNAME
+from gateway.demo.brokers.base import LOCALHOST, BrokerKind, DemoBroker, free_port
+from gateway.demo.brokers.open_broker import open_broker
 from gateway.demo.dashboard import Dashboard, Out, PlainStatus, Sampler, Snapshot, n, rejections_text
 from gateway.demo.fleet import CHUNK_S, DEMO_SCRIPT, DUP_RATE, MALFORMED_RATE, FleetFeed, FleetPublisher
-from gateway.demo.open_broker import open_broker
 from gateway.errors import EXIT_FAILED, DemoError
 from gateway.pipeline import Pipeline
-from gateway.query import format_number, open_readonly
 from gateway.sinks.sqlite import SqliteSink
 from gateway.sinks.sqlite import connect as sqlite_connect
+from gateway.tools.query import format_number, open_readonly
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def _configure_logging(level: str, dashboard: bool) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # The demo shows every alert transition itself; the gateway's warning line for each would only repeat it.
-    logging.getLogger("gateway.alerting").setLevel(max(logging.ERROR, logging.getLevelName(level)))
+    logging.getLogger("gateway.alerts.stage").setLevel(max(logging.ERROR, logging.getLevelName(level)))
 
 
 def run_demo(options: DemoOptions) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.model import Reading
 
 if TYPE_CHECKING:
-    from gateway.config import GatewayConfig
+    from gateway.config.schema import GatewayConfig
 
 
 class Sink(Protocol):

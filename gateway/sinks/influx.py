@@ -17,7 +17,7 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 from urllib3.exceptions import HTTPError
 
-from gateway.config import InfluxConfig
+from gateway.config.schema import InfluxConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Reading
 from gateway.sinks.lineprotocol import LineEncoder

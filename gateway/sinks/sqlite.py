@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from gateway.config import SqliteConfig
+from gateway.config.schema import SqliteConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Reading
 from gateway.sqlitedb import open_wal

@@ -16,7 +16,7 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from gateway.config import ALERTS_MEASUREMENT, WebhookConfig
+from gateway.config.schema import ALERTS_MEASUREMENT, WebhookConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import FieldValue, Reading
 

@@ -1,0 +1,1 @@
+"""The demo's embedded brokers: amqtt, or Mosquitto when installed."""

@@ -1,0 +1,1 @@
+"""The journal: durable outbox of committed readings, its one writer thread, its lock and salvage."""

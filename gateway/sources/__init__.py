@@ -1,0 +1,1 @@
+"""Sources: where messages come from and where acknowledgements and outgoing messages go."""
