@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from gateway.journal.store import Journal
+from gateway.model import OutgoingMessage
 from tests.gateway_proc import publish, run_cli, sqlite_gateway, sqlite_rows, wait_until
 from tests.servers import Mosquitto
 
@@ -45,7 +46,7 @@ def test_a_dead_letter_that_cannot_be_published_costs_that_message_not_the_sessi
     workdir = tmp_path / "gw"
     workdir.mkdir()
     journal = Journal(workdir / "journal.db", ["sqlite"])
-    journal.commit([], [("gateway/dl/+/sensor-1", b'{"reason": "malformed_json"}')])
+    journal.commit([], [OutgoingMessage("gateway/dl/+/sensor-1", b'{"reason": "malformed_json"}')])
     journal.close()
 
     with sqlite_gateway(workdir, mosquitto.url, "gw-bad-topic") as gateway:

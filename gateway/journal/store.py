@@ -49,7 +49,7 @@ from gateway.errors import GatewayError
 from gateway.journal import salvage as journal_salvage
 from gateway.journal.lock import JournalLock
 from gateway.journal.salvage import SalvageReport, decode_readings
-from gateway.model import Reading, Rejection
+from gateway.model import OutgoingMessage, Reading, Rejection
 from gateway.reasons import Reason
 from gateway.sqlitedb import open_wal
 
@@ -90,15 +90,6 @@ class JournalError(GatewayError):
 class OutboxChunk(NamedTuple):
     seq: int
     readings: list[Reading]
-
-
-class PendingDeadLetter(NamedTuple):
-    """An MQTT message the journal holds until the broker acknowledges it: a dead letter or a notification."""
-
-    seq: int
-    topic: str
-    payload: bytes
-    retain: bool = False
 
 
 def _encode(readings: Sequence[Reading]) -> bytes:
@@ -272,18 +263,18 @@ class Journal:
     def commit(
         self,
         readings: Sequence[Reading],
-        deadletters: Sequence[tuple[str, bytes]],
+        outgoing: Sequence[OutgoingMessage],
         rejected: Sequence[Rejection] = (),
-        notifications: Sequence[tuple[str, bytes, bool]] = (),
         alert_state: bytes | None = None,
         delivery_keys: Sequence[tuple[str, str]] = (),
-    ) -> tuple[int, list[PendingDeadLetter], int]:
-        """One transaction: the chunk's readings, their dedup keys, its dead-letter records, its rejected
-        messages. Returns the chunk's outbox seq (or the last one when there were no readings), the dead letters
-        with ids, and how many rejected messages were dropped to keep `max_rejected`."""
+    ) -> tuple[int, list[OutgoingMessage], int]:
+        """One transaction: the chunk's readings, their dedup keys, the messages to publish (dead-letter records,
+        notifications), its rejected messages. Returns the chunk's outbox seq (or the last one when there were no
+        readings), the messages to publish with their ids, and how many rejected messages were dropped to keep
+        `max_rejected`."""
         conn = self._conn
         blob = _encode(readings) if readings else b""
-        pending: list[PendingDeadLetter] = []
+        pending = [m._replace(id=self._next_deadletter + i) for i, m in enumerate(outgoing)]
         rows, dropped, data_version = self.rejected_rows, 0, self._data_version
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -293,12 +284,9 @@ class Journal:
                 conn.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, blob, len(blob)))
                 conn.execute("INSERT INTO outbox_sizes VALUES (?, ?)", (seq, len(readings)))
                 add_dedup_keys(conn, readings, time.time_ns(), delivery_keys)
-            for topic, payload in deadletters:
-                pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload))
-            for topic, payload, retain in notifications:
-                pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload, retain))
             if pending:
-                conn.executemany("INSERT INTO deadletters VALUES (?, ?, ?, ?)", pending)
+                rows_out = [(m.id, m.topic, m.payload, m.retain) for m in pending]
+                conn.executemany("INSERT INTO deadletters VALUES (?, ?, ?, ?)", rows_out)
             if alert_state is not None:
                 conn.execute("INSERT OR REPLACE INTO alert_state VALUES (1, ?)", (alert_state,))
             if rejected:
@@ -381,9 +369,10 @@ class Journal:
             raise
         self.rejected_rows, self._data_version = rows, data_version
 
-    def pending_deadletters(self) -> list[PendingDeadLetter]:
+    def pending_outgoing(self) -> list[OutgoingMessage]:
+        """Messages committed for publishing that the broker has not confirmed (re-sent at start-up)."""
         rows = self._conn.execute("SELECT seq, topic, payload, retain FROM deadletters ORDER BY seq").fetchall()
-        return [PendingDeadLetter(seq, topic, payload, bool(retain)) for seq, topic, payload, retain in rows]
+        return [OutgoingMessage(topic, payload, bool(retain), seq) for seq, topic, payload, retain in rows]
 
     def alert_state(self) -> bytes | None:
         row = self._conn.execute("SELECT snapshot FROM alert_state WHERE id = 1").fetchone()
