@@ -15,8 +15,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from gateway.errors import JournalError
 from gateway.ingest.dedup import DedupKey
-from gateway.journal.store import Journal, JournalError, OutboxChunk, OutboxReader
+from gateway.journal.outbox import OutboxChunk, OutboxReader
+from gateway.journal.store import Journal
 from gateway.model import AckToken, OutgoingMessage, Reading, Rejection
 from gateway.retry import Backoff
 from gateway.runtime import Spawn, plain_thread
