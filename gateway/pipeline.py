@@ -163,8 +163,8 @@ class Pipeline:
             reasons.append("broker not connected")
         if self.writer.failed:
             reasons.append(f"journal not writable: {self.writer.failed}")
-        if self.writer.backpressure:
-            full_s = time.monotonic() - self.writer.backpressure_since
+        if self.writer.full_since is not None:
+            full_s = time.monotonic() - self.writer.full_since
             if full_s > self.config.journal.max_backpressure_s:
                 reasons.append(f"journal full (journal.max_bytes) for {full_s:.0f} s: not acknowledging messages")
         unhealthy = [w.sink.name for w in self.workers if not w.healthy]

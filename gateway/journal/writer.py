@@ -60,8 +60,7 @@ class JournalWriter:
     ) -> None:
         self.journal = journal
         self._max_bytes = max_bytes
-        self.backpressure = False
-        self.backpressure_since = 0.0  # time.monotonic() when the journal filled, while it is full
+        self.full_since: float | None = None  # time.monotonic() when the journal filled, while it is full
         self.committed_messages = 0
         self._source = source
         self._stats = stats
@@ -101,6 +100,11 @@ class JournalWriter:
         with self._wake:
             self._stored_upto[sink] = max(upto, self._stored_upto.get(sink, 0))
             self._wake.notify()
+
+    @property
+    def backpressure(self) -> bool:
+        """The journal is full (journal.max_bytes): nothing is committed, so nothing acknowledged."""
+        return self.full_since is not None
 
     @property
     def backlog(self) -> int:
@@ -170,8 +174,7 @@ class JournalWriter:
         sending once receive_maximum messages are unacknowledged, and keeps the rest in the session."""
         if self.journal.outbox_bytes < self._max_bytes:
             return
-        self.backpressure_since = time.monotonic()
-        self.backpressure = True
+        self.full_since = time.monotonic()
         log.warning(
             "journal holds %d bytes of unstored readings (journal.max_bytes=%d): not acknowledging until the "
             "sinks catch up; the broker keeps the messages",
@@ -183,7 +186,7 @@ class JournalWriter:
             with self._wake:
                 if not (self._stored_upto or self._ops or self._closing):
                     self._wake.wait(0.5)
-        self.backpressure = False
+        self.full_since = None
         log.info("journal below journal.max_bytes again: acknowledging resumes")
 
     def _commit(self, batch: list[Chunk]) -> None:
