@@ -47,8 +47,9 @@ import orjson
 
 from gateway.errors import GatewayError
 from gateway.journal import salvage as journal_salvage
+from gateway.journal.chunks import decode_readings
 from gateway.journal.lock import JournalLock
-from gateway.journal.salvage import SalvageReport, decode_readings
+from gateway.journal.salvage import SalvageReport
 from gateway.model import Reading, Rejection
 from gateway.reasons import Reason
 from gateway.sqlitedb import open_wal

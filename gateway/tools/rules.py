@@ -36,6 +36,7 @@ from gateway.errors import ConfigError, PayloadRejected
 from gateway.ingest.formats.timestamps import to_ns
 from gateway.ingest.sequence import SequenceTracker
 from gateway.model import FieldValue, Reading
+from gateway.tools.commandline import exit_with_error
 from gateway.tools.query import rfc3339
 
 EXIT_INVALID = 2
@@ -168,8 +169,7 @@ def _load(file: Path) -> RuleSet:
     try:
         return load_rules(file)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        exit_with_error(exc, EXIT_INVALID)
 
 
 @rules_app.command()
@@ -240,8 +240,7 @@ def test(
     try:
         lines = read_replay(readings)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        exit_with_error(exc, EXIT_INVALID)
     replay = Replay(AlertEngine(ruleset, report_pending=pending, clock=lambda: replay.wall_ns or 0))
     transitions: Counter[str] = Counter()
 
