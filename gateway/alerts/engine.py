@@ -25,15 +25,17 @@ SEQUENCE_KINDS = frozenset({"gap", "reset", "out_of_order"})
 
 
 def build_machine(rule: AnyRule, ctx: Context) -> Machine:
-    if isinstance(rule, ThresholdRule):
-        return ThresholdMachine(rule, ctx)
-    if isinstance(rule, RangeRule):
-        return RangeMachine(rule, ctx)
-    if isinstance(rule, RateRule):
-        return RateMachine(rule, ctx)
-    if isinstance(rule, DeadmanRule):
-        return DeadmanMachine(rule, ctx)
-    return SequenceMachine(rule, ctx)
+    match rule:
+        case ThresholdRule():
+            return ThresholdMachine(rule, ctx)
+        case RangeRule():
+            return RangeMachine(rule, ctx)
+        case RateRule():
+            return RateMachine(rule, ctx)
+        case DeadmanRule():
+            return DeadmanMachine(rule, ctx)
+        case _:
+            return SequenceMachine(rule, ctx)
 
 
 def _tags_match(wanted: tuple[tuple[str, str], ...], tags: Mapping[str, str] | None) -> bool:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.rfc3339 import rfc3339_ms
 
 
 class JournalInUse(ConfigError):
@@ -49,7 +50,7 @@ class JournalLock:
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        started = rfc3339_ms(time.time_ns())
         os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {started}\n".encode())
         self._fd: int | None = fd
 

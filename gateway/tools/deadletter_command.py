@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from gateway.errors import ReplayError
+from gateway.rfc3339 import rfc3339
 from gateway.tools.commandline import ConfigOption, counted, exit_with_error, load_or_exit
-from gateway.tools.query import rfc3339
 from gateway.tools.replay import Example, ReplayReport, list_rejected, parse_since, replay
 
 deadletter_app = typer.Typer(

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from gateway.errors import DemoError
+from gateway.rfc3339 import rfc3339
 from gateway.sinks.sqlite import StoredReading
 from gateway.tools.commandline import DEMO_DB, counted, exit_with_error
 from gateway.tools.query import (
@@ -24,7 +25,6 @@ from gateway.tools.query import (
     iter_table_lines,
     latest_readings,
     open_readonly,
-    rfc3339,
 )
 
 
