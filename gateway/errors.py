@@ -2,12 +2,15 @@
 
 GatewayError
  +-- ConfigError          bad configuration; names the key and the value; exit status 2
+ |    +-- JournalInUse         another gateway holds the journal (journal.path given to two)
  +-- PayloadRejected      a message cannot become readings; carries a stable reason code
  +-- SinkError            a sink failed to accept a batch
       +-- RetryableSinkError   try again later (connection refused, 5xx, 429)
       +-- PermanentSinkError   the store refused the data itself (4xx other than 429)
  +-- DemoError            `gateway demo` or `gateway query` cannot go on; carries the exit status
  +-- ReplayError          `gateway deadletter replay` cannot go on (a sink stays down, the journal fails)
+ +-- JournalError         the journal cannot be written (disk full, I/O error)
+ +-- SnapshotError        saved alert state this version cannot read
 
 Library exceptions (paho, urllib3, sqlite3) are translated into these at the adapter's edge.
 """
@@ -23,6 +26,10 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """The configuration is invalid; the message names the key and the offending value."""
+
+
+class JournalInUse(ConfigError):
+    """Another process holds the journal: two gateways were given one journal.path (exit status 2)."""
 
 
 class PayloadRejected(GatewayError):
@@ -64,3 +71,11 @@ class DemoError(GatewayError):
 
 class ReplayError(GatewayError):
     """`gateway deadletter replay` stopped; what was replayed before is already out of the journal."""
+
+
+class JournalError(GatewayError):
+    """The journal cannot be written (disk full, I/O error)."""
+
+
+class SnapshotError(GatewayError):
+    """The bytes are not a snapshot of alert state this version can read."""

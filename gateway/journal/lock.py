@@ -19,12 +19,8 @@ import socket
 import time
 from pathlib import Path
 
-from gateway.errors import ConfigError
+from gateway.errors import JournalInUse
 from gateway.rfc3339 import rfc3339_ms
-
-
-class JournalInUse(ConfigError):
-    """Another process holds the journal: two gateways were given one journal.path (exit status 2)."""
 
 
 def lock_path(journal: Path) -> Path:

@@ -45,7 +45,7 @@ from typing import NamedTuple
 
 import orjson
 
-from gateway.errors import GatewayError
+from gateway.errors import JournalError
 from gateway.journal import salvage as journal_salvage
 from gateway.journal.chunks import decode_readings
 from gateway.journal.lock import JournalLock
@@ -82,10 +82,6 @@ _INSERT_REJECTED = (
     "INSERT INTO rejected (received_ns, reason, detail, topic, device, measurement, payload, payload_bytes, truncated)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-class JournalError(GatewayError):
-    """The journal cannot be written (disk full, I/O error)."""
 
 
 class OutboxChunk(NamedTuple):

@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from gateway.errors import JournalError
 from gateway.ingest.dedup import DedupKey
-from gateway.journal.store import Journal, JournalError, OutboxChunk, OutboxReader
+from gateway.journal.store import Journal, OutboxChunk, OutboxReader
 from gateway.model import Reading, Rejection
 from gateway.retry import Backoff
 from gateway.runtime import Spawn, plain_thread
