@@ -2,6 +2,7 @@
 
 GatewayError
  +-- ConfigError          bad configuration; names the key and the value; exit status 2
+ |    +-- JournalInUse         another gateway holds the journal (journal.path given to two)
  +-- PayloadRejected      a message cannot become readings; carries a stable reason code
  +-- SinkError            a sink failed to accept a batch
       +-- RetryableSinkError   try again later (connection refused, 5xx, 429)
@@ -25,6 +26,10 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """The configuration is invalid; the message names the key and the offending value."""
+
+
+class JournalInUse(ConfigError):
+    """Another process holds the journal: two gateways were given one journal.path (exit status 2)."""
 
 
 class PayloadRejected(GatewayError):

@@ -1,8 +1,11 @@
-"""The one backoff policy: capped exponential delays with full jitter, shared by reconnects and sink retries."""
+"""The one backoff policy: capped exponential delays with full jitter, shared by reconnects and sink retries;
+and a server's Retry-After, read once for every HTTP sink."""
 
 from __future__ import annotations
 
+import email.utils
 import random
+import time
 
 
 class Backoff:
@@ -24,3 +27,18 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """An HTTP Retry-After header as seconds to wait: a number of seconds or an HTTP date (RFC 9110 allows both);
+    None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, parsed.timestamp() - time.time())

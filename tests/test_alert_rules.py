@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from gateway.alerts import Alert, AlertEngine, SnapshotError, parse_rules
+from gateway.alerts.held import ThresholdMachine
 from gateway.alerts.timers import TimerQueue
 from gateway.model import FieldValue, Reading
 
@@ -298,6 +299,35 @@ def test_counters() -> None:
         step.apply(h)
     stats = h.engine.stats
     assert (stats.stale, stats.non_numeric, h.engine.devices) == (2, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("rule", "counted"),
+    [
+        pytest.param(hot(), 1, id="threshold-ordering"),
+        pytest.param(hot(op="==", value=1, clear={"op": "<", "value": 0.5}), 1, id="threshold-ordering-clear"),
+        pytest.param(hot(op="==", value="on"), 0, id="threshold-equality-takes-strings"),
+        pytest.param({"name": "hot", "kind": "range", "metric": "temp", "min": 40, "max": 80}, 1, id="range"),
+        pytest.param({"name": "hot", "kind": "rate", "metric": "temp", "max": 2, "per": "1m"}, 1, id="rate"),
+    ],
+)
+def test_a_string_where_a_rule_needs_a_number_is_counted_as_non_numeric(rule: dict[str, Any], counted: int) -> None:
+    h = Harness([rule], report_pending=False)
+    t("d", 1, "warm", "a").apply(h)
+    assert (h.engine.stats.non_numeric, h.alerts) == (counted, [])
+
+
+def test_a_type_error_that_is_not_a_string_value_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the string case is counted: a TypeError from a number is a bug, and it must show."""
+    h = Harness([hot()], report_pending=False)
+
+    def broken(*_args: object) -> None:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(ThresholdMachine, "on_value", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        t("d", 1, 91, "a").apply(h)
+    assert h.engine.stats.non_numeric == 0
 
 
 def test_deadman_uses_one_heap_entry_per_device() -> None:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from gateway.config.masking import masked_dump
 from gateway.config.schema import (
     AlertsConfig,
     DedupConfig,
@@ -31,7 +32,6 @@ from gateway.config.schema import (
     ValidationLimits,
     WebhookConfig,
     load_config,
-    masked_dump,
 )
 from gateway.errors import ConfigError
 from gateway.tools.cli import app

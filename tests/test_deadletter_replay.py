@@ -23,8 +23,8 @@ from gateway.ingest.deadletter import reading_payload
 from gateway.journal.schema import add_dedup_keys
 from gateway.journal.store import Journal
 from gateway.model import Reading, Rejection
+from gateway.rfc3339 import rfc3339
 from gateway.sinks.sqlite import StoredReading, read_readings
-from gateway.tools.query import rfc3339
 from gateway.tools.replay import list_rejected, parse_since, replay
 from tests.gateway_proc import GatewayProcess
 from tests.servers import Mosquitto

@@ -39,7 +39,7 @@ _DIRECT: dict[str, Callable[[Any, Any], Any]] = {
 
 
 def comparison(op: str, bound: float | str) -> Predicate:
-    """`value <op> bound` as a one-argument predicate. Ordering a string raises TypeError (the engine counts it)."""
+    """`value <op> bound` as a one-argument predicate. The engine never orders a string (it counts it instead)."""
     return functools.partial(_SWAPPED[op], bound)
 
 
@@ -60,7 +60,7 @@ def outside(low: float | None, high: float | None) -> Predicate:
         return functools.partial(operator.gt, low)
 
     def out(value: FieldValue) -> bool:
-        return value < low or value > high  # type: ignore[operator]  # a string raises TypeError: counted
+        return value < low or value > high  # type: ignore[operator]  # numbers only: the engine checks
 
     return out
 

@@ -25,15 +25,17 @@ SEQUENCE_KINDS = frozenset({"gap", "reset", "out_of_order"})
 
 
 def build_machine(rule: AnyRule, ctx: Context) -> Machine:
-    if isinstance(rule, ThresholdRule):
-        return ThresholdMachine(rule, ctx)
-    if isinstance(rule, RangeRule):
-        return RangeMachine(rule, ctx)
-    if isinstance(rule, RateRule):
-        return RateMachine(rule, ctx)
-    if isinstance(rule, DeadmanRule):
-        return DeadmanMachine(rule, ctx)
-    return SequenceMachine(rule, ctx)
+    match rule:
+        case ThresholdRule():
+            return ThresholdMachine(rule, ctx)
+        case RangeRule():
+            return RangeMachine(rule, ctx)
+        case RateRule():
+            return RateMachine(rule, ctx)
+        case DeadmanRule():
+            return DeadmanMachine(rule, ctx)
+        case _:
+            return SequenceMachine(rule, ctx)
 
 
 def _tags_match(wanted: tuple[tuple[str, str], ...], tags: Mapping[str, str] | None) -> bool:
@@ -83,11 +85,10 @@ class AlertEngine:
             value = fields.get(metric)
             if value is None or (machine.tags and not _tags_match(machine.tags, reading.tags)):
                 continue
-            try:
-                alert = machine.on_value(slot, pos, device, value, reading.time_ns, reading.reading_id, now_ns)
-            except TypeError:  # a string where the rule needs a number
+            if machine.needs_number and isinstance(value, str):  # checked here: any TypeError below is a bug
                 self._ctx.stats.non_numeric += 1
                 continue
+            alert = machine.on_value(slot, pos, device, value, reading.time_ns, reading.reading_id, now_ns)
             if alert is not None:
                 if out is None:
                     out = []

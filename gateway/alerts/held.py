@@ -25,6 +25,7 @@ class HeldMachine(Machine):
 
     breach: conditions.Predicate  # the firing condition, set by each kind
     clear: conditions.Predicate  # the clear condition
+    needs_number = True  # a string value is not evaluated but counted (stats.non_numeric)
 
     def __init__(self, rule: ThresholdRule | RangeRule | RateRule, ctx: Context) -> None:
         super().__init__(rule, ctx)
@@ -113,6 +114,10 @@ class ThresholdMachine(HeldMachine):
         self.breach = conditions.comparison(rule.op, rule.value)
         clear = rule.clear
         self.clear = conditions.negation(self.breach) if clear is None else conditions.comparison(clear.op, clear.value)
+        # == and != take strings too; an ordering (of the firing or the clear condition) needs a number.
+        self.needs_number = rule.op in conditions.ORDERING_OPS or (
+            clear is not None and clear.op in conditions.ORDERING_OPS
+        )
 
     def threshold_of(self, value: FieldValue) -> float | str | None:
         return self._threshold
@@ -177,7 +182,7 @@ class RateMachine(HeldMachine):
             slot[pos].anchor = value
             return alert
         if state is None:
-            slot[pos] = (time_ns, value + 0)  # type: ignore[operator]  # a string raises TypeError here, once
+            slot[pos] = (time_ns, value + 0)  # type: ignore[operator]  # a number (the engine checks); a bool as 0 or 1
             return None
         if time_ns <= state.last_ns:
             self.ctx.stats.stale += 1

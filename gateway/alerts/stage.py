@@ -20,21 +20,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import orjson
 
 from gateway.alerts import Alert, AlertEngine, SnapshotError, load_rules
-from gateway.config.schema import ALERTS_MEASUREMENT, AlertsConfig
+from gateway.alerts.rendering import alert_document, alert_point
+from gateway.config.schema import AlertsConfig
 from gateway.errors import ConfigError
 from gateway.ingest import topics
 from gateway.ingest.sequence import SequenceEvent
-from gateway.model import FieldValue, OutgoingMessage, Reading
+from gateway.model import OutgoingMessage, Reading
 
 log = logging.getLogger(__name__)
-_OWN_TAGS = ("rule", "severity", "kind")
 
 
 class AlertOutputs(NamedTuple):
@@ -118,7 +117,7 @@ class AlertStage:
             self._count(alert.rule, alert.device, firing=alert.transition != "resolved")
             points.append(alert_point(alert))
             topic = topics.fill_template(self._config.topic, {"device": alert.device, "rule": alert.rule})
-            body = alert_json(alert)
+            body = orjson.dumps(alert_document(alert))
             if alert.transition == "resolved":
                 notifications.append(OutgoingMessage(topic, body, retain=False))
                 notifications.append(OutgoingMessage(topic, b"", retain=True))  # clears the retained firing message
@@ -143,48 +142,3 @@ class AlertStage:
             return None
         self.changed = False
         return self.engine.snapshot()
-
-
-def alert_point(alert: Alert) -> Reading:
-    fields: dict[str, FieldValue] = {
-        "state": alert.state,
-        "transition": alert.transition,
-        "starts_at_ns": float(alert.starts_at_ns),
-    }
-    if isinstance(alert.value, int | float) and not isinstance(alert.value, bool):
-        fields["value"] = float(alert.value)
-    if isinstance(alert.threshold, int | float):
-        fields["threshold"] = float(alert.threshold)
-    if alert.ends_at_ns is not None:
-        fields["ends_at_ns"] = float(alert.ends_at_ns)
-    if alert.reading_id is not None:
-        fields["trigger_id"] = alert.reading_id
-    labels = {k: v for k, v in alert.labels.items() if k not in (*_OWN_TAGS, "device") and v}
-    tags = {**labels, "rule": alert.rule, "severity": alert.severity, "kind": alert.kind}
-    alert_id = f"alert:{alert.rule}:{alert.device}:{alert.starts_at_ns}:{alert.transition}:{alert.at_ns}"
-    return Reading(alert.device, ALERTS_MEASUREMENT, alert.at_ns, fields, tags, alert_id, None, True)
-
-
-def _rfc3339(ns: int | None) -> str | None:
-    return None if ns is None else datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
-
-
-def alert_json(alert: Alert) -> bytes:
-    return orjson.dumps(
-        {
-            "rule": alert.rule,
-            "device": alert.device,
-            "severity": alert.severity,
-            "kind": alert.kind,
-            "labels": dict(alert.labels),
-            "state": alert.state,
-            "transition": alert.transition,
-            "metric": alert.metric,
-            "value": alert.value,
-            "threshold": alert.threshold,
-            "reading_id": alert.reading_id,
-            "starts_at": _rfc3339(alert.starts_at_ns),
-            "ends_at": _rfc3339(alert.ends_at_ns),
-            "at": _rfc3339(alert.at_ns),
-        }
-    )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import zlib
-from datetime import UTC, datetime
 
 import orjson
 
 from gateway.ingest import topics
 from gateway.model import Reading, Rejection
+from gateway.rfc3339 import rfc3339
 
 UNKNOWN_DEVICE = topics.UNKNOWN_LEVEL
 # Oversized payloads are what gets them rejected; a record repeating 10 MB would only move the problem.
@@ -45,7 +45,7 @@ def record(rejection: Rejection) -> bytes:
         "correlation_id": correlation_id(rejection),
         "reason": rejection.reason,
         "detail": rejection.detail,
-        "received_at": datetime.fromtimestamp(rejection.received_at_ns / 1e9, UTC).isoformat(),
+        "received_at": rfc3339(rejection.received_at_ns),
         "payload_bytes": len(rejection.payload),
     }
     try:

@@ -19,11 +19,8 @@ import socket
 import time
 from pathlib import Path
 
-from gateway.errors import ConfigError
-
-
-class JournalInUse(ConfigError):
-    """Another process holds the journal: two gateways were given one journal.path (exit status 2)."""
+from gateway.errors import JournalInUse
+from gateway.rfc3339 import rfc3339_ms
 
 
 def lock_path(journal: Path) -> Path:
@@ -49,7 +46,7 @@ class JournalLock:
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        started = rfc3339_ms(time.time_ns())
         os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {started}\n".encode())
         self._fd: int | None = fd
 

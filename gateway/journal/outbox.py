@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import orjson
 
-from gateway.journal.salvage import decode_readings
+from gateway.journal.chunks import decode_readings
 from gateway.model import Reading
 
 
@@ -18,11 +18,8 @@ class OutboxChunk(NamedTuple):
     readings: list[Reading]
 
 
-def encode(readings: Sequence[Reading]) -> bytes:
-    return orjson.dumps([list(r) for r in readings])
-
-
 def decode(blob: bytes) -> list[Reading]:
+    """A sound chunk's readings, fast; a damaged one raises and is read again by `decode_readings`."""
     return [Reading(*row) for row in orjson.loads(blob)]
 
 

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from gateway.errors import JournalError
+from gateway.journal.chunks import decode_readings, encode_readings
 from gateway.journal.lock import JournalLock
-from gateway.journal.outbox import OutboxReader, encode
-from gateway.journal.salvage import decode_readings
+from gateway.journal.outbox import OutboxReader
 from gateway.journal.schema import add_dedup_keys, dedup_keys_since, open_database
 from gateway.model import OutgoingMessage, Reading, Rejection
 from gateway.reasons import Reason
@@ -130,7 +130,7 @@ class Journal:
         readings), the messages to publish with their ids, and how many rejected messages were dropped to keep
         `max_rejected`."""
         conn = self._conn
-        blob = encode(readings) if readings else b""
+        blob = encode_readings(readings) if readings else b""
         pending = [m._replace(id=self._next_deadletter + i) for i, m in enumerate(outgoing)]
         rows, dropped, data_version = self.rejected_rows, 0, self._data_version
         try:

@@ -7,9 +7,7 @@ itself, at level 1: the client's own gzip runs at level 9, which cost more CPU t
 
 from __future__ import annotations
 
-import email.utils
 import gzip
-import time
 from collections.abc import Sequence
 
 from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -20,6 +18,7 @@ from urllib3.exceptions import HTTPError
 from gateway.config.schema import InfluxConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Reading
+from gateway.retry import retry_after_s
 from gateway.sinks.lineprotocol import LineEncoder
 
 # 401/403/404 mean a wrong token, permission or bucket: the data is fine and a fixed config will take it,
@@ -81,13 +80,5 @@ def _reason(exc: ApiException) -> str:
 
 
 def _retry_after(exc: ApiException) -> float | None:
-    """Retry-After as seconds or as an HTTP date (RFC 9110 allows both)."""
     headers: dict[str, str] = dict(exc.headers or {})
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    return retry_after_s(headers.get("Retry-After") or headers.get("retry-after"))

@@ -6,16 +6,16 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from gateway.config.schema import RESERVED_MEASUREMENTS, BatchingConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.journal.outbox import OutboxChunk, OutboxReader
 from gateway.model import Reading
-from gateway.retry import Backoff
 from gateway.runtime import Spawn, plain_thread
 from gateway.sinks import Sink
+from gateway.sinks.delivery import Delivery
 from gateway.telemetry.metrics import Stats
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,6 @@ class SinkWorker:
         self._outbox = outbox
         self._reader = outbox.reader()
         self.cursor = outbox.cursor(sink.name)
-        self._stats = stats
-        self._write_seconds, self._batch_readings = stats.sink_histograms(sink.name)
-        self._deadletter = deadletter_readings
         # Chunks just committed, so a worker that keeps up need not read back and decode what was written.
         self._recent: deque[OutboxChunk] = deque()
         self._recent_readings = 0
@@ -67,8 +64,13 @@ class SinkWorker:
         self._recent_lock = threading.Lock()
         self._stop = threading.Event()
         self._stop_retrying = threading.Event()
-        self.healthy = True
+        self._delivery = _WorkerDelivery(sink, stats, deadletter_readings, self._stop_retrying)
         self._thread = spawn(f"sink-{sink.name}", self._run)
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed write until a write succeeds (or a refused reading is dead-lettered)."""
+        return self._delivery.healthy
 
     @property
     def pending_chunks(self) -> int:
@@ -151,54 +153,66 @@ class SinkWorker:
 
     def _write(self, readings: list[Reading]) -> bool:
         for start in range(0, len(readings), self._batch_size):
-            if not self._write_batch(readings[start : start + self._batch_size]):
+            if not self._delivery.write(readings[start : start + self._batch_size]):
                 return False
         return True
 
-    def _write_batch(self, readings: list[Reading]) -> bool:
+
+class _WorkerDelivery(Delivery):
+    """A sink worker's writes: retried until they succeed or the worker stops; counted; a refused reading is
+    dead-lettered."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        stats: Stats,
+        deadletter_readings: Callable[[str, list[Reading]], None],
+        stop_retrying: threading.Event,
+    ) -> None:
+        super().__init__(sink, max_retry_delay_s=30.0)
+        self.healthy = True
+        self._stats = stats
+        self._write_seconds, self._batch_readings = stats.sink_histograms(sink.name)
+        self._deadletter = deadletter_readings
+        self._stop_retrying = stop_retrying
+
+    def wait_to_retry(self, error: RetryableSinkError, delay_s: float, readings: int, first_try: float) -> bool:
         name = self.sink.name
-        backoff = Backoff(0.2, 30.0)
-        while True:
-            started = time.perf_counter()
-            try:
-                self.sink.write(readings)
-            except RetryableSinkError as exc:
-                self.healthy = False
-                self._stats.sink_retries[name] += 1
-                self._stats.sink_errors[(name, "retryable")] += 1
-                delay = backoff.next_delay(at_least=exc.retry_after)
-                log.warning("sink %s: %s; retrying %d readings in %.1f s", name, exc, len(readings), delay)
-                if self._stop_retrying.wait(delay):
-                    return False
-                continue
-            except PermanentSinkError as exc:
-                self._stats.sink_errors[(name, "permanent")] += 1
-                if len(readings) > 1:
-                    # Find the readings the store refuses: halve until each part is stored or a single reading.
-                    middle = len(readings) // 2
-                    return self._write_batch(readings[:middle]) and self._write_batch(readings[middle:])
-                log.error(
-                    "sink %s refused reading %s: %s",
-                    name,
-                    readings[0].reading_id,
-                    exc,
-                    extra={"correlation_id": readings[0].reading_id, "rate_key": f"refused:{name}"},
-                )
-                if getattr(self.sink, "counts_readings", True):
-                    self._stats.readings_refused[name] += _device_readings(readings)
-                self._deadletter(f"{name}: {exc}", readings)
-            else:
-                # Device readings only: the gateway's own points (its metrics, alerts) are not what it received,
-                # and a sink that stores none of them (the webhook) does not count at all.
-                if getattr(self.sink, "counts_readings", True):
-                    self._stats.readings_stored[name] += _device_readings(readings)
-                self._stats.sink_writes[name] += 1
-                self._write_seconds.observe(time.perf_counter() - started)
-                self._batch_readings.observe(len(readings))
-            self.healthy = True
-            return True
+        self.healthy = False
+        self._stats.sink_retries[name] += 1
+        self._stats.sink_errors[(name, "retryable")] += 1
+        log.warning("sink %s: %s; retrying %d readings in %.1f s", name, error, readings, delay_s)
+        return not self._stop_retrying.wait(delay_s)
+
+    def on_refusal(self, error: PermanentSinkError) -> None:
+        self._stats.sink_errors[(self.sink.name, "permanent")] += 1
+
+    def refused(self, position: int, reading: Reading, error: PermanentSinkError) -> None:
+        name = self.sink.name
+        log.error(
+            "sink %s refused reading %s: %s",
+            name,
+            reading.reading_id,
+            error,
+            extra={"correlation_id": reading.reading_id, "rate_key": f"refused:{name}"},
+        )
+        if getattr(self.sink, "counts_readings", True):
+            self._stats.readings_refused[name] += _device_readings([reading])
+        self._deadletter(f"{name}: {error}", [reading])
+        self.healthy = True
+
+    def stored(self, readings: Sequence[Reading], seconds: float) -> None:
+        name = self.sink.name
+        # Device readings only: the gateway's own points (its metrics, alerts) are not what it received, and a
+        # sink that stores none of them (the webhook) does not count at all.
+        if getattr(self.sink, "counts_readings", True):
+            self._stats.readings_stored[name] += _device_readings(readings)
+        self._stats.sink_writes[name] += 1
+        self._write_seconds.observe(seconds)
+        self._batch_readings.observe(len(readings))
+        self.healthy = True
 
 
-def _device_readings(readings: list[Reading]) -> int:
+def _device_readings(readings: Sequence[Reading]) -> int:
     """How many of these are device readings, not the gateway's own points (its metrics, alerts)."""
     return len(readings) - sum(1 for r in readings if r.measurement in RESERVED_MEASUREMENTS)

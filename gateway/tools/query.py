@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from gateway.config.schema import ALERTS_MEASUREMENT, RESERVED_MEASUREMENTS
 from gateway.errors import EXIT_NO_BROKER, DemoError
+from gateway.rfc3339 import rfc3339_ms
 from gateway.sinks.sqlite import StoredReading, select_readings
 
 
@@ -78,7 +78,7 @@ def device_counts(conn: sqlite3.Connection, device: str | None = None) -> list[D
 
 
 class AlertRow(NamedTuple):
-    """One stored alert transition (a point of measurement `alerts`, see gateway/alerts/stage.py alert_point)."""
+    """One stored alert transition (a point of measurement `alerts`, see gateway/alerts/rendering.py alert_point)."""
 
     time_ns: int  # when it happened: device time for readings, the gateway's clock for timers (deadman)
     rule: str
@@ -130,18 +130,7 @@ def format_number(value: float | None) -> str:
 
 def alert_time(time_ns: int) -> str:
     """An alert's time to the millisecond (a deadman's comes from the gateway's clock, in nanoseconds)."""
-    return rfc3339(time_ns // 1_000_000 * 1_000_000)
-
-
-def rfc3339(time_ns: int) -> str:
-    """UTC, with milliseconds (or as many digits as the timestamp needs, up to nanoseconds)."""
-    seconds, rest = divmod(time_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if rest % 1_000_000 == 0:
-        return f"{stamp}.{rest // 1_000_000:03d}Z"
-    if rest % 1000 == 0:
-        return f"{stamp}.{rest // 1000:06d}Z"
-    return f"{stamp}.{rest:09d}Z"
+    return rfc3339_ms(time_ns)
 
 
 def format_value(value: float | int | str) -> str:

@@ -31,8 +31,8 @@ from gateway.ingest.validate import Validator
 from gateway.journal.schema import SCHEMA, add_dedup_keys, dedup_keys_since
 from gateway.model import RawMessage, Reading
 from gateway.reasons import Reason
-from gateway.retry import Backoff
 from gateway.sinks import Sink, build_sinks
+from gateway.sinks.delivery import Delivery
 from gateway.sqlitedb import open_wal
 
 log = logging.getLogger(__name__)
@@ -284,38 +284,14 @@ class _Replayer:
         """Write to every sink; returns the records (seq -> why) with a reading some sink refuses."""
         items = [(record.seq, reading) for record, readings in accepted for reading in readings]
         refused: dict[int, str] = {}
+        readings = [reading for _, reading in items]
         for sink in self._sinks:
             section = getattr(self._config, sink.name, None)
             size = section.batch_size if isinstance(section, BatchingConfig) else 5000
+            delivery = _ReplayDelivery(sink, [seq for seq, _ in items], refused, self._retry_for_s)
             for start in range(0, len(items), size):
-                self._write(sink, items[start : start + size], refused)
+                delivery.write(readings[start : start + size], first=start)
         return refused
-
-    def _write(self, sink: Sink, items: list[tuple[int, Reading]], refused: dict[int, str]) -> None:
-        backoff = Backoff(0.2, 10.0)
-        deadline = time.monotonic() + self._retry_for_s
-        while True:
-            try:
-                sink.write([reading for _, reading in items])
-                return
-            except RetryableSinkError as exc:
-                delay = backoff.next_delay(at_least=exc.retry_after)
-                if time.monotonic() + delay > deadline:
-                    raise ReplayError(
-                        f"sink {sink.name} did not accept a write for {self._retry_for_s:.0f} s ({exc}); "
-                        "the records not replayed yet stay in the journal: run the replay again later"
-                    ) from None
-                log.warning("sink %s: %s; retrying %d readings in %.1f s", sink.name, exc, len(items), delay)
-                time.sleep(delay)
-            except PermanentSinkError as exc:
-                if len(items) > 1:
-                    # As the sink worker does: halve until the readings the store refuses are found.
-                    middle = len(items) // 2
-                    self._write(sink, items[:middle], refused)
-                    self._write(sink, items[middle:], refused)
-                    return
-                refused.setdefault(items[0][0], f"{sink.name}: {exc}")
-                return
 
     def _commit(
         self, done: list[tuple[RejectedRecord, list[Reading]]], again: list[tuple[RejectedRecord, str, str]]
@@ -342,3 +318,27 @@ class _Replayer:
                 f"journal {str(self._config.journal.path)!r}: {exc}; the readings just written stay as records in "
                 "the journal, and replaying them again stores them once (the sinks overwrite the same points)"
             ) from None
+
+
+class _ReplayDelivery(Delivery):
+    """Replayed readings: retried for `retry_for_s` at most, then ReplayError; a refused reading marks its record
+    (`refused`: seq -> why), which stays in the journal."""
+
+    def __init__(self, sink: Sink, seqs: list[int], refused: dict[int, str], retry_for_s: float) -> None:
+        super().__init__(sink, max_retry_delay_s=10.0)
+        self._seqs = seqs  # the record of each reading, by position
+        self._refused = refused
+        self._retry_for_s = retry_for_s
+
+    def wait_to_retry(self, error: RetryableSinkError, delay_s: float, readings: int, first_try: float) -> bool:
+        if time.monotonic() + delay_s > first_try + self._retry_for_s:
+            raise ReplayError(
+                f"sink {self.sink.name} did not accept a write for {self._retry_for_s:.0f} s ({error}); "
+                "the records not replayed yet stay in the journal: run the replay again later"
+            ) from None
+        log.warning("sink %s: %s; retrying %d readings in %.1f s", self.sink.name, error, readings, delay_s)
+        time.sleep(delay_s)
+        return True
+
+    def refused(self, position: int, reading: Reading, error: PermanentSinkError) -> None:
+        self._refused.setdefault(self._seqs[position], f"{self.sink.name}: {error}")

@@ -31,12 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from gateway.alerts import Alert, AlertEngine, RuleSet, load_rules
 from gateway.alerts.durations import parse_duration
+from gateway.alerts.rendering import alert_document
 from gateway.alerts.rules import describe_rule
 from gateway.errors import ConfigError, PayloadRejected
 from gateway.ingest.formats.timestamps import to_ns
 from gateway.ingest.sequence import SequenceTracker
 from gateway.model import FieldValue, Reading
-from gateway.tools.query import rfc3339
+from gateway.rfc3339 import rfc3339
+from gateway.tools.commandline import exit_with_error
 
 EXIT_INVALID = 2
 
@@ -168,8 +170,7 @@ def _load(file: Path) -> RuleSet:
     try:
         return load_rules(file)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        exit_with_error(exc, EXIT_INVALID)
 
 
 @rules_app.command()
@@ -208,12 +209,6 @@ def format_alert(alert: Alert) -> str:
     return "  ".join(parts)
 
 
-def _alert_json(alert: Alert) -> bytes:
-    doc = alert._asdict()
-    doc["labels"] = dict(alert.labels)
-    return orjson.dumps(doc)
-
-
 @rules_app.command()
 def test(
     file: RulesFile,
@@ -240,8 +235,7 @@ def test(
     try:
         lines = read_replay(readings)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        exit_with_error(exc, EXIT_INVALID)
     replay = Replay(AlertEngine(ruleset, report_pending=pending, clock=lambda: replay.wall_ns or 0))
     transitions: Counter[str] = Counter()
 
@@ -249,7 +243,7 @@ def test(
         for alert in alerts:
             transitions[alert.transition] += 1
             if output == "jsonl":
-                sys.stdout.buffer.write(_alert_json(alert) + b"\n")
+                sys.stdout.buffer.write(orjson.dumps(alert_document(alert)) + b"\n")
                 sys.stdout.flush()
             else:
                 typer.echo(format_alert(alert))
