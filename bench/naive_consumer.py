@@ -1,5 +1,6 @@
-"""The baseline: what a user writes first. paho auto-ack + json + pydantic + influxdb-client batching WriteApi,
-one Point per message. It acknowledges on receipt and guarantees nothing; it exists to be measured against.
+"""The baseline: what a user writes first. paho (MQTT 3.1.1 unless --protocol 5) auto-ack + json + pydantic +
+influxdb-client batching WriteApi, one Point per message. It acknowledges on receipt and guarantees nothing;
+it exists to be measured against.
 
     python bench/naive_consumer.py --broker mqtt://127.0.0.1:1883 --influx http://127.0.0.1:8086
 """
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--broker", required=True)
     parser.add_argument("--influx", required=True)
     parser.add_argument("--client-id", default="naive-consumer")
+    parser.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1")
     args = parser.parse_args()
     broker = urlsplit(args.broker)
 
@@ -55,13 +57,24 @@ def main() -> None:
             point = point.time(data.ts, WritePrecision.NS)
         write_api.write(bucket="bench", record=point)
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, args.client_id, protocol=mqtt.MQTTv5)
+    # A persistent session either way, so that a backlog queued while it was away is there to drain.
+    v5 = args.protocol == "5"
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        args.client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else False,
+    )
     client.on_message = on_message
     client.on_connect = lambda c, *_: c.subscribe("devices/+/telemetry", qos=1)
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 3600
-    props.ReceiveMaximum = 2000
-    client.connect(broker.hostname or "127.0.0.1", broker.port or 1883, clean_start=False, properties=props)
+    host, port = broker.hostname or "127.0.0.1", broker.port or 1883
+    if v5:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        props.ReceiveMaximum = 2000
+        client.connect(host, port, clean_start=False, properties=props)
+    else:
+        client.connect(host, port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
