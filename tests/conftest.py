@@ -1,4 +1,4 @@
-"""Shared fixtures: real Mosquitto and VictoriaMetrics processes (see tests/servers.py), and Ingestors built from
+"""Shared fixtures: real Mosquitto and VictoriaMetrics processes (tests/support/servers.py), and Ingestors built from
 a config given as keyword sections (with the developer's own GATEWAY_* variables kept out)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from gateway.config.schema import GatewayConfig
 from gateway.ingest.ingestor import Ingestor
-from tests.servers import Mosquitto, VictoriaMetrics
+from tests.support.servers import Mosquitto, VictoriaMetrics
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows, wait_until
-from tests.servers import Mosquitto, VictoriaMetrics
+from tests.support.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows, wait_until
+from tests.support.servers import Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """The gateway against a broker that wants credentials, and one that speaks TLS: real Mosquitto, real gateway.
 
-Each test starts its own broker (tests/servers.py: ``password_file=`` / ``tls=``) and the gateway as a
+Each test starts its own broker (tests/support/servers.py: ``password_file=`` / ``tls=``) and the gateway as a
 process configured from the environment only (no YAML file), with the SQLite sink.
 """
 
@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.sinks.sqlite import read_readings
-from tests.gateway_proc import GatewayProcess
-from tests.servers import BrokerCertificates, Mosquitto, make_certificates, write_password_file
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import BrokerCertificates, Mosquitto, make_certificates, write_password_file
 
 pytestmark = pytest.mark.integration
 

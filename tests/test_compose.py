@@ -38,7 +38,7 @@ from device_sim.wire import topic_for
 from gateway.config.schema import SELF_MEASUREMENT, GatewayConfig, load_config
 from gateway.ingest.mapping import TopicRouter
 from gateway.telemetry import self_metrics
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 ROOT = Path(__file__).parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_proc import run_cli, sqlite_gateway
-from tests.servers import Mosquitto
+from tests.support.gateway_proc import run_cli, sqlite_gateway
+from tests.support.servers import Mosquitto
 
 
 def _gateway(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

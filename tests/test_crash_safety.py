@@ -25,9 +25,9 @@ import pytest
 from device_sim.blast import blast, encode_all
 from device_sim.fleet import FleetSpec, generate
 from device_sim.manifest import Manifest
-from tests.gateway_proc import GatewayProcess, sqlite_rows, store_env
-from tests.servers import Mosquitto, VictoriaMetrics
-from tests.storecheck import Key, compare, vm_readings
+from tests.support.gateway_proc import GatewayProcess, sqlite_rows, store_env
+from tests.support.servers import Mosquitto, VictoriaMetrics
+from tests.support.storecheck import Key, compare, vm_readings
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ from gateway.model import Reading, Rejection
 from gateway.sinks.sqlite import StoredReading, read_readings
 from gateway.tools.query import rfc3339
 from gateway.tools.replay import list_rejected, parse_since, replay
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto
 
 T0 = 1_795_774_500_000_000_000  # 2026-11-27T10:15:00Z
 

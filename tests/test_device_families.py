@@ -13,8 +13,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.sinks.sqlite import read_readings
-from tests.gateway_proc import ROOT, GatewayProcess
-from tests.servers import Mosquitto
+from tests.support.gateway_proc import ROOT, GatewayProcess
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 
 from device_sim.fleet import FleetSpec, generate
 from device_sim.publisher import publish
-from tests.gateway_proc import GatewayProcess, store_env
-from tests.servers import Mosquitto, VictoriaMetrics
-from tests.storecheck import GATEWAY_REASONS, compare
+from tests.support.gateway_proc import GatewayProcess, store_env
+from tests.support.servers import Mosquitto, VictoriaMetrics
+from tests.support.storecheck import GATEWAY_REASONS, compare
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Fuzzing the pipeline with generated topics and payloads (tests/fuzzgen.py): it never crashes, every message is
+"""Fuzzing the pipeline with generated topics and payloads (tests/support/fuzzgen.py): it never crashes, each message is
 stored or rejected with a known reason, and the counts add up.
 
 * In process: 10,000 hypothesis streams of messages through an `Ingestor` built from
@@ -36,10 +36,10 @@ from gateway.model import RawMessage, Reading
 from gateway.reasons import Reason
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
-from tests.fuzzgen import DEVICES_CONFIG, MAX_TOPIC_BYTES, ROUTER, ByteSource, RandomSource, chance, gen_message
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto
-from tests.strict_lineprotocol import parse_lines
+from tests.support.fuzzgen import DEVICES_CONFIG, MAX_TOPIC_BYTES, ROUTER, ByteSource, RandomSource, chance, gen_message
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto
+from tests.support.strict_lineprotocol import parse_lines
 
 STREAMS = 10_000  # hypothesis examples, 1 to 4 messages each
 SEED = 20_261_127

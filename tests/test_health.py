@@ -14,8 +14,8 @@ import pytest
 
 from gateway.sinks.sqlite import StoredReading, read_readings
 from gateway.telemetry.self_metrics import FIELDS
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -38,9 +38,9 @@ from gateway.ingest.ingestor import Ingestor
 from gateway.model import RawMessage, Reading
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
-from tests.gateway_proc import ROOT, GatewayProcess
-from tests.servers import Mosquitto, VictoriaMetrics
-from tests.strict_lineprotocol import parse_lines
+from tests.support.gateway_proc import ROOT, GatewayProcess
+from tests.support.servers import Mosquitto, VictoriaMetrics
+from tests.support.strict_lineprotocol import parse_lines
 
 SEED = 4_242
 COUNT = 1_000

@@ -27,8 +27,8 @@ from gateway.ingest.formats import line, native, senml, thingsboard, value
 from gateway.ingest.formats.base import DecodeContext
 from gateway.ingest.formats.timestamps import parse_rfc3339
 from gateway.sinks.sqlite import StoredReading, read_readings
-from tests.gateway_proc import GatewayProcess, store_env
-from tests.servers import Mosquitto, Series, VictoriaMetrics
+from tests.support.gateway_proc import GatewayProcess, store_env
+from tests.support.servers import Mosquitto, Series, VictoriaMetrics
 
 Y2K_NS = 946_684_800 * 1_000_000_000
 CONFIG = """

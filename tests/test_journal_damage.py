@@ -28,9 +28,9 @@ from device_sim.fleet import FleetSpec, generate
 from device_sim.manifest import Manifest
 from gateway.journal.store import Journal
 from gateway.model import Rejection
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto, VictoriaMetrics, free_port
-from tests.storecheck import compare
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto, VictoriaMetrics, free_port
+from tests.support.storecheck import compare
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.telemetry.logs import RateLimitFilter, configure
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ import pytest
 
 from device_sim.blast import blast, encode_all
 from device_sim.fleet import FleetSpec, generate
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto, VictoriaMetrics, free_port
-from tests.storecheck import compare
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto, VictoriaMetrics, free_port
+from tests.support.storecheck import compare
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from gateway.journal.store import Journal
-from tests.gateway_proc import publish, run_cli, sqlite_gateway, sqlite_rows, wait_until
-from tests.servers import Mosquitto
+from tests.support.gateway_proc import publish, run_cli, sqlite_gateway, sqlite_rows, wait_until
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

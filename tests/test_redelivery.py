@@ -23,9 +23,9 @@ import pytest
 from gateway.config.schema import GatewayConfig
 from gateway.ingest.ingestor import Ingestor
 from gateway.model import RawMessage
-from tests.gateway_proc import GatewayProcess, store_env
-from tests.servers import Mosquitto, VictoriaMetrics
-from tests.tcp_proxy import TcpProxy
+from tests.support.gateway_proc import GatewayProcess, store_env
+from tests.support.servers import Mosquitto, VictoriaMetrics
+from tests.support.tcp_proxy import TcpProxy
 
 NS = 1_000_000_000
 CONFIG = """

@@ -9,9 +9,9 @@ import pytest
 
 from device_sim.fleet import FleetSpec, generate
 from device_sim.publisher import publish
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto, VictoriaMetrics
-from tests.storecheck import compare
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto, VictoriaMetrics
+from tests.support.storecheck import compare
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.gateway_proc import sqlite_gateway, sqlite_rows, wait_until
-from tests.servers import Mosquitto
+from tests.support.gateway_proc import sqlite_gateway, sqlite_rows, wait_until
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

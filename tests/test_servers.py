@@ -19,7 +19,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.servers import Mosquitto, Series, ServerError, VictoriaMetrics, free_port
+from tests.support.servers import Mosquitto, Series, ServerError, VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.integration
 

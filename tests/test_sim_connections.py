@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.simload import connections_run
+from tests.support.simload import connections_run
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import pytest
 
 from device_sim.manifest import Manifest
 from device_sim.timeline import FAULTS
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto, VictoriaMetrics
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import pytest
 from device_sim.fleetfile import load_fleet
 from device_sim.runner import Runner, RunResult
 from device_sim.scenario import Scenario, build
-from tests.servers import Mosquitto, write_password_file
+from tests.support.servers import Mosquitto, write_password_file
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ def test_a_refusal_stops_the_run_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_cli_run_exits_non_zero_without_a_broker(tmp_path: Path) -> None:
-    from tests.servers import free_port  # noqa: PLC0415
+    from tests.support.servers import free_port  # noqa: PLC0415
 
     started = time.monotonic()
     args = [sys.executable, "-m", "device_sim", "run", "--broker", f"mqtt://127.0.0.1:{free_port()}", "--devices", "2"]

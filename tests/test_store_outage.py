@@ -34,9 +34,9 @@ from device_sim.fleet import Fleet, FleetSpec, generate
 from device_sim.manifest import Manifest
 from device_sim.publisher import PublishStats, publish
 from device_sim.wire import VALID, Outgoing, topic_for
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto, VictoriaMetrics
-from tests.storecheck import compare
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto, VictoriaMetrics
+from tests.support.storecheck import compare
 
 pytestmark = pytest.mark.integration
 

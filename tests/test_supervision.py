@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from gateway.pipeline import FAILURE_SHUTDOWN_S
-from tests.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows, wait_until
-from tests.servers import Mosquitto
+from tests.support.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows, wait_until
+from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from gateway.config.schema import ALERTS_MEASUREMENT, WebhookConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Reading
 from gateway.sinks.webhook import WebhookSink
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 T0 = 1_718_000_000_123_000_000  # 2024-06-10T06:13:20.123Z
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.config.schema import load_config
 from gateway.ingest.mapping import TopicRouter
-from tests.gateway_proc import ROOT
+from tests.support.gateway_proc import ROOT
 
 T = TypeVar("T")
 DEVICES_CONFIG = ROOT / "config" / "devices.example.yaml"

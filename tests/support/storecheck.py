@@ -6,7 +6,7 @@ from collections import Counter
 from typing import NamedTuple
 
 from device_sim.manifest import Manifest
-from tests.servers import VictoriaMetrics
+from tests.support.servers import VictoriaMetrics
 
 # device_sim names how it broke a message; the gateway names why it refused it.
 GATEWAY_REASONS = {

@@ -8,7 +8,7 @@ import socket
 import threading
 from types import TracebackType
 
-from tests.servers import LOCALHOST
+from tests.support.servers import LOCALHOST
 
 
 class TcpProxy:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from tests.servers import Mosquitto
+from tests.support.servers import Mosquitto
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
