@@ -18,9 +18,9 @@ from types import TracebackType
 import yaml
 
 from device_sim.blast import blast, publish_packet
+from tests.support import ROOT
 from tests.support.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = ROOT / "config" / "gateway.example.yaml"
 
 

@@ -16,8 +16,8 @@ from device_sim.fleetfile import FleetFile, FleetFileError, load_fleet
 from device_sim.manifest import Manifest
 from device_sim.scenario import Scenario, build, manifest
 from device_sim.timeline import FAULTS
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "fleet.example.yaml"
 START = "2026-11-27T10:00:00Z"
 START_MS = 1_795_773_600_000

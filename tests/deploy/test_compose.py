@@ -38,12 +38,12 @@ from device_sim.wire import topic_for
 from gateway.config.schema import SELF_MEASUREMENT, GatewayConfig, load_config
 from gateway.ingest.mapping import TopicRouter
 from gateway.telemetry import self_metrics
+from tests.support import DATA, ROOT
 from tests.support.servers import Mosquitto
 
-ROOT = Path(__file__).parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
+SCHEMA = DATA / "compose-spec.json"
 DOCKERFILE = ROOT / "Dockerfile"
 GATEWAY_CONFIG = ROOT / "config" / "gateway.compose.yaml"
 DEVICES_EXAMPLE = ROOT / "config" / "devices.example.yaml"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from gateway.reasons import Ignored, Reason
+from tests.support import ROOT
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = ROOT / "README.md"
 
 
 def test_every_reason_is_documented_in_the_readme() -> None:

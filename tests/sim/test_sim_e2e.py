@@ -14,11 +14,11 @@ import pytest
 
 from device_sim.manifest import Manifest
 from device_sim.timeline import FAULTS
+from tests.support import ROOT
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.servers import Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
 FAULT_RATES = {name: 0.03 for name in FAULTS} | {"malformed": 0.15, "clock_skew": 0.3}
 FAULT_TIMES = {"silence_s": 3, "reboot_s": 2, "disconnect_s": 1}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,7 @@ from device_sim.timeline import FAULTS
 from gateway.config.schema import load_config
 from gateway.ingest.ingestor import Ingestor
 from gateway.model import RawMessage
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
 
 
 @pytest.mark.parametrize("payload_format", sorted(ENCODERS))

@@ -20,9 +20,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.config.schema import GatewayConfig
-from gateway.ingest.ingestor import Ingestor
-from gateway.model import RawMessage
 from tests.support.gateway_proc import GatewayProcess, store_env
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.tcp_proxy import TcpProxy
@@ -120,30 +117,3 @@ def test_messages_without_id_or_ts_are_stored_once_when_redelivered_after_kill_9
     assert _sqlite_readings(db) == 1 + len(UNTIMED) + 1
     victoria.force_flush()
     assert victoria.count_samples('{__name__=~"telemetry_.*"}') == 1 + len(UNTIMED) + 1  # one field each
-
-
-def _raw(payload: bytes, packet_id: int, dup: bool = False, received_at_ns: int | None = None) -> RawMessage:
-    received = time.time_ns() if received_at_ns is None else received_at_ns
-    return RawMessage("devices/thermostat/telemetry", payload, 1, received, (1, packet_id), dup)
-
-
-def test_a_dup_copy_is_recognised_under_its_own_packet_id_only(tmp_path: Path) -> None:
-    ingestor = Ingestor(GatewayConfig(sqlite={"path": tmp_path / "g.db"}))
-    same = b'{"metrics": {"t": 21.5}}'
-    assert ingestor.process(_raw(same, 7)).readings  # first delivery
-    assert ingestor.process(_raw(same, 8)).readings  # the sensor repeats itself: a new message, a new reading
-    assert ingestor.process(_raw(same, 9, dup=True)).readings  # a DUP copy of a message never seen: new
-    assert ingestor.process(_raw(b'{"metrics": {"t": 22}}', 7, dup=True)).readings  # other bytes: not packet 7
-    # The message last seen as packet 8, sent again: the one redelivery that is a duplicate.
-    again = ingestor.process(_raw(same, 8, dup=True))
-    assert (again.readings, again.duplicates) == ([], 1)
-    # The same bytes without the DUP flag are a new message, never a redelivery.
-    assert ingestor.process(_raw(same, 8)).readings
-
-
-def test_a_dup_copy_is_recognised_within_the_dedup_window_only(tmp_path: Path) -> None:
-    ingestor = Ingestor(GatewayConfig(sqlite={"path": tmp_path / "g.db"}, dedup={"window_s": 60}))
-    payload = b'{"metrics": {"t": 21.5}}'
-    now = time.time_ns()
-    assert ingestor.process(_raw(payload, 7, received_at_ns=now - 120 * NS)).readings
-    assert ingestor.process(_raw(payload, 7, dup=True, received_at_ns=now)).readings

@@ -12,7 +12,7 @@ from gateway.config.schema import GatewayConfig
 from gateway.ingest.ingestor import Ingestor
 from gateway.ingest.sequence import SequenceTracker
 from gateway.model import Reading
-from tests.test_validate import MakeIngestor, accepted, raw, rejected
+from tests.unit.test_validate import MakeIngestor, accepted, raw, rejected
 
 NS = 1_000_000_000
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import calendar
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,9 @@ from gateway.ingest.formats.base import DecodeContext
 from gateway.ingest.formats.identity import content_id
 from gateway.model import Reading
 from gateway.sinks.lineprotocol import LineEncoder
+from tests.support import DATA
 
-SAMPLES = Path(__file__).parent / "data" / "devices.jsonl"
+SAMPLES = DATA / "devices.jsonl"
 RECEIVED = 1_700_000_000_123_456_789
 NS = 1_000_000_000
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import calendar
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,9 @@ from gateway.ingest.formats.base import DecodeContext
 from gateway.ingest.formats.fields import select_fields
 from gateway.ingest.formats.timestamps import parse_rfc3339
 from gateway.model import Reading
+from tests.support import DATA
 
-SAMPLES = Path(__file__).parent / "data" / "devices.jsonl"
+SAMPLES = DATA / "devices.jsonl"
 RECEIVED = 1_700_000_000_123_456_789
 NS = 1_000_000_000
 Decoder = Callable[[bytes, DecodeContext], list[Reading]]

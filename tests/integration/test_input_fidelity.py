@@ -1,6 +1,6 @@
 """Input at the edges, decided once and the same in every store: device times before 2000, a double quote in a
-metric name, tag names a store reserves (real Mosquitto, VictoriaMetrics and gateway, both sinks); JSON nested past
-the parser's limit, and digits other than ASCII ones (parsers, in process).
+metric name, tag names a store reserves (real Mosquitto, VictoriaMetrics and gateway, both sinks). The parsers' side
+(JSON nested past the limit, digits other than ASCII ones) is unit/test_parser_edges.py.
 
 * A device time before 2000-01-01 is refused (`timestamp_out_of_range`): it is a clock that was never set, and
   the stores disagree on it (VictoriaMetrics stores `ts: 0` at the time of the write, SQLite at 1970).
@@ -14,18 +14,12 @@ the parser's limit, and digits other than ASCII ones (parsers, in process).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.errors import PayloadRejected
-from gateway.ingest.formats import json as json_format
-from gateway.ingest.formats import line, native, senml, thingsboard, value
-from gateway.ingest.formats.base import DecodeContext
-from gateway.ingest.formats.timestamps import parse_rfc3339
 from gateway.sinks.sqlite import StoredReading, read_readings
 from tests.support.gateway_proc import GatewayProcess, store_env
 from tests.support.servers import Mosquitto, Series, VictoriaMetrics
@@ -130,61 +124,3 @@ def test_a_tag_name_a_store_reserves_is_refused_not_dropped(run: Run) -> None:
     assert stored.tags == {"__site": "a", "zone": "b"}
     ((series,),) = [run.victoria["tags-fine"]]
     assert series.labels == {"device": "tags-fine", "__site": "a", "zone": "b"}
-
-
-# --- parsers (12a, 12b) -----------------------------------------------------------------------------------------
-
-CONTEXT = DecodeContext(device="d", measurement="m", received_at_ns=time.time_ns(), topic_metric="v")
-
-
-def _reason(decode: Any, payload: bytes) -> str:
-    with pytest.raises(PayloadRejected) as info:
-        decode(payload)
-    return info.value.reason
-
-
-def _native(payload: bytes) -> Any:
-    return native.decode(payload, "d", "m", CONTEXT.received_at_ns)
-
-
-@pytest.mark.parametrize(
-    "decode",
-    [
-        pytest.param(_native, id="native"),
-        pytest.param(lambda p: senml.decode(p, CONTEXT), id="senml"),
-        pytest.param(lambda p: thingsboard.decode(p, CONTEXT), id="thingsboard"),
-        pytest.param(lambda p: json_format.decode(p, CONTEXT), id="json"),
-    ],
-)
-@pytest.mark.parametrize(
-    "payload",
-    [
-        pytest.param(b'{"metrics": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}", id="object"),
-        pytest.param(b"[" * 5000 + b"]" * 5000, id="array"),
-    ],
-)
-def test_json_nested_beyond_the_parser_limit_is_too_deep_in_every_json_format(decode: Any, payload: bytes) -> None:
-    assert _reason(decode, payload) == "too_deep"
-
-
-ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
-FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
-
-
-@pytest.mark.parametrize("digits", [ARABIC_INDIC, FULLWIDTH], ids=["arabic-indic", "fullwidth"])
-def test_digits_other_than_ascii_are_not_read_as_numbers(digits: dict[int, int]) -> None:
-    stamp = "2026-11-27T10:15:00.250Z"
-    assert parse_rfc3339(stamp)  # the ASCII spelling is fine
-    with pytest.raises(PayloadRejected) as info:
-        parse_rfc3339(stamp.translate(digits))
-    assert info.value.reason == "invalid_timestamp"
-    assert _reason(_native, json.dumps({"ts": stamp.translate(digits), "metrics": {"t": 1}}).encode()) == (
-        "invalid_timestamp"
-    )
-    tasmota = DecodeContext(device="d", measurement="m", received_at_ns=1, timestamp_field="Time")
-    local = json.dumps({"Time": "2024-05-28T20:04:27".translate(digits), "t": 1}).encode()
-    assert _reason(lambda p: json_format.decode(p, tasmota), local) == "invalid_timestamp"
-    assert _reason(lambda p: value.decode(p, CONTEXT), "37.5".translate(digits).encode()) == "invalid_value"
-    for text in ("m v=1.5", "m v=15i", "m v=15u", "m v=1 1764238500000000000"):
-        translated = text.split("=")[0] + "=" + text.split("=")[1].translate(digits)
-        assert _reason(lambda p: line.decode(p, CONTEXT), translated.encode()) == "invalid_line_protocol"

@@ -35,8 +35,9 @@ from gateway.config.schema import (
 )
 from gateway.errors import ConfigError
 from gateway.tools.cli import app
+from tests.support import ROOT
 
-EXAMPLE = Path(__file__).parents[1] / "config" / "gateway.example.yaml"
+EXAMPLE = ROOT / "config" / "gateway.example.yaml"
 SECTION_MODELS = {
     GatewayConfig,
     MqttConfig,

@@ -27,8 +27,9 @@ from gateway.alerts.rules import (
 )
 from gateway.errors import ConfigError
 from gateway.tools.rules import rules_app
+from tests.support import ROOT
 
-EXAMPLE = Path(__file__).parents[1] / "config" / "rules.example.yaml"
+EXAMPLE = ROOT / "config" / "rules.example.yaml"
 RULE_MODELS = [RuleSet, Selector, Comparison, Band, ThresholdRule, RangeRule, RateRule, DeadmanRule, SequenceRule]
 
 

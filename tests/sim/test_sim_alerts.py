@@ -6,7 +6,6 @@ are only approximate in the manifest, so they are left out here."""
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 from device_sim.fleetfile import load_fleet
 from device_sim.manifest import ExpectedReading
@@ -15,8 +14,8 @@ from gateway.alerts.engine import AlertEngine
 from gateway.alerts.rules import load_rules
 from gateway.ingest.sequence import SequenceTracker
 from gateway.model import Reading
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 Episode = tuple[str, str, int, int | None]
 
 

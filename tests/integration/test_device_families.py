@@ -1,4 +1,4 @@
-"""Every sample in tests/data/devices.jsonl, published to a real Mosquitto, goes through the gateway with
+"""Every sample in tests/support/data/devices.jsonl, published to a real Mosquitto, goes through the gateway with
 config/devices.example.yaml and yields the readings its `expect` describes (or is rejected)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.sinks.sqlite import read_readings
+from tests.support import DATA
 from tests.support.gateway_proc import ROOT, GatewayProcess
 from tests.support.servers import Mosquitto
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 SAMPLES = [
     json.loads(line)
     for name in ("devices.jsonl", "more_devices.jsonl")
-    for line in (Path(__file__).parent / "data" / name).read_text().splitlines()
+    for line in (DATA / name).read_text().splitlines()
 ]
 
 

@@ -8,7 +8,9 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
+from tests.support import ROOT
+
+PACKAGE = ROOT / "gateway"
 
 
 def _modules() -> dict[str, Path]:

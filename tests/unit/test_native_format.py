@@ -5,7 +5,6 @@ from __future__ import annotations
 import calendar
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,9 @@ from gateway.errors import PayloadRejected
 from gateway.ingest.formats.native import decode
 from gateway.ingest.formats.timestamps import epoch_to_ns, parse_rfc3339, to_ns
 from gateway.model import Reading
+from tests.support import DATA
 
-SAMPLES = Path(__file__).parent / "data" / "devices.jsonl"
+SAMPLES = DATA / "devices.jsonl"
 DEVICE = "boiler-17"
 MEASUREMENT = "telemetry"
 RECEIVED = 1_700_000_000_123_456_789  # an arbitrary receive time, distinct from every device time below
@@ -337,7 +337,7 @@ def test_seq_gives_device_hash_seq() -> None:
 
 def test_seq_without_a_timestamp_is_not_taken_for_the_same_reading_after_a_reboot() -> None:
     # seq 1 before a reboot and seq 1 after it, with new values: two readings (the broker's redelivery of one
-    # of them is recognised by the ingestor from MQTT's DUP flag, tests/test_redelivery.py).
+    # of them is recognised by the ingestor from MQTT's DUP flag, tests/unit/test_dup_redelivery.py).
     (before,) = decode(b'{"metrics": {"t": 1}, "seq": 1}', DEVICE, MEASUREMENT, RECEIVED)
     (after,) = decode(b'{"metrics": {"t": 7}, "seq": 1}', DEVICE, MEASUREMENT, RECEIVED + 60 * NS)
     assert before.reading_id != after.reading_id

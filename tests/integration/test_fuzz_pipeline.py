@@ -8,7 +8,7 @@ stored or rejected with a known reason, and the counts add up.
 * A running gateway: a seeded corpus of 3,000 messages through a real Mosquitto; its /metrics and its SQLite
   store must be exactly what an in-process Ingestor predicts for the same messages. SQLite only: VictoriaMetrics
   drops samples stamped before 1970 without an error (measured: HTTP 204, nothing exported), and the corpus has
-  such times on purpose; tests/test_hostile_ids.py checks VictoriaMetrics.
+  such times on purpose; tests/integration/test_hostile_ids.py checks VictoriaMetrics.
 """
 
 from __future__ import annotations

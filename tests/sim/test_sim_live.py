@@ -22,7 +22,6 @@ from device_sim.scenario import Scenario, build
 from tests.support.servers import Mosquitto, write_password_file
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Tap:
