@@ -20,14 +20,11 @@ import email.utils
 import gzip
 import os
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar, NamedTuple, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -38,6 +35,7 @@ from gateway.sinks import Sink
 from gateway.sinks.influx import InfluxSink
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink, read_readings
+from tests.support.http_double import Answer, HttpDouble
 from tests.support.servers import VictoriaMetrics, free_port
 
 MEASUREMENT = "telemetry"
@@ -415,72 +413,22 @@ def test_sqlite_unusable_path_is_retryable_not_permanent(problem: str, tmp_path:
 # --- InfluxDB HTTP answers, from a double -----------------------------------------------------------------
 
 
-class Request(NamedTuple):
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-
-class Answer(NamedTuple):
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-
-
-class InfluxDouble:
-    """An HTTP server on a free port that records each request and gives the answer it is told to."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.answer = Answer(204, {})
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                url = urlsplit(self.path)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                double.requests.append(Request(url.path, parse_qs(url.query), headers, body))
-                answer = double.answer
-                self.send_response(answer.status)
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                if answer.status != 204:
-                    self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                if answer.status != 204:
-                    self.wfile.write(answer.body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="influx-double", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
-
-
 @pytest.fixture
-def double() -> Iterator[InfluxDouble]:
-    server = InfluxDouble()
+def double() -> Iterator[HttpDouble]:
+    """The InfluxDB write endpoint's double: records each request and gives the answer it is told to."""
+    server = HttpDouble("influx-double")
     yield server
     server.close()
 
 
 @pytest.fixture
-def influx(double: InfluxDouble) -> Iterator[InfluxSink]:
+def influx(double: HttpDouble) -> Iterator[InfluxSink]:
     sink = InfluxSink(influx_config(double.url))
     yield sink
     sink.close()
 
 
-def _write_and_catch(sink: InfluxSink, double: InfluxDouble, answer: Answer) -> RetryableSinkError | PermanentSinkError:
+def _write_and_catch(sink: InfluxSink, double: HttpDouble, answer: Answer) -> RetryableSinkError | PermanentSinkError:
     double.answer = answer
     with pytest.raises((RetryableSinkError, PermanentSinkError)) as raised:
         sink.write(fleet_batch())
@@ -489,7 +437,7 @@ def _write_and_catch(sink: InfluxSink, double: InfluxDouble, answer: Answer) -> 
     return raised.value
 
 
-def test_influx_sends_gzipped_line_protocol_to_bucket_and_org_in_ns(influx: InfluxSink, double: InfluxDouble) -> None:
+def test_influx_sends_gzipped_line_protocol_to_bucket_and_org_in_ns(influx: InfluxSink, double: HttpDouble) -> None:
     influx.write([])
     assert double.requests == [], "an empty batch sends nothing"
 
@@ -531,7 +479,7 @@ def test_influx_sends_gzipped_line_protocol_to_bucket_and_org_in_ns(influx: Infl
     ],
 )
 def test_influx_status_classification(
-    influx: InfluxSink, double: InfluxDouble, answer: Answer, error: type[Exception], retry_after: float | None
+    influx: InfluxSink, double: HttpDouble, answer: Answer, error: type[Exception], retry_after: float | None
 ) -> None:
     exc = _write_and_catch(influx, double, answer)
     assert type(exc) is error
@@ -540,7 +488,7 @@ def test_influx_status_classification(
         assert exc.retry_after == retry_after
 
 
-def test_influx_503_retry_after_http_date(influx: InfluxSink, double: InfluxDouble) -> None:
+def test_influx_503_retry_after_http_date(influx: InfluxSink, double: HttpDouble) -> None:
     when = int(time.time()) + 30
     exc = _write_and_catch(influx, double, Answer(503, {"Retry-After": email.utils.formatdate(when, usegmt=True)}))
     assert isinstance(exc, RetryableSinkError)
@@ -548,7 +496,7 @@ def test_influx_503_retry_after_http_date(influx: InfluxSink, double: InfluxDoub
     assert abs(exc.retry_after - (when - time.time())) < 1.0
 
 
-def test_influx_400_is_permanent_and_names_the_stores_reason(influx: InfluxSink, double: InfluxDouble) -> None:
+def test_influx_400_is_permanent_and_names_the_stores_reason(influx: InfluxSink, double: HttpDouble) -> None:
     body = b'{"code":"invalid","message":"partial write: unable to parse \'x\': bad"}'
     exc = _write_and_catch(influx, double, Answer(400, {"Content-Type": "application/json"}, body))
     assert isinstance(exc, PermanentSinkError)

@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support.gateway_proc import publish, sqlite_gateway, sqlite_rows, wait_until
+from tests.support.gateway_proc import publish, sqlite_gateway, sqlite_rows
 from tests.support.servers import Mosquitto, VictoriaMetrics
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,9 +51,9 @@ def test_messages_and_readings_each_add_up(tmp_path: Path, mosquitto: Mosquitto,
     with gateway:
         publish(mosquitto.url, messages)
         assert gateway.wait_for("gateway_messages_received", len(messages), 20) == len(messages)
-        wait_until(lambda: sqlite_rows(workdir / "gateway.db") == 65, "65 readings in SQLite", 20, gateway.log_tail)
+        wait_until(lambda: sqlite_rows(workdir / "gateway.db") == 65, 20, "65 readings in SQLite", gateway.log_tail)
         assert victoria.wait_for_samples(65, timeout=20) == 65
-        wait_until(lambda: gateway.metrics()['gateway_readings_stored{sink="influx"}'] == 65, "influx counted", 10)
+        wait_until(lambda: gateway.metrics()['gateway_readings_stored{sink="influx"}'] == 65, 10, "influx counted")
         metrics = gateway.metrics()
 
     # Messages: each counted once, by what became of it.

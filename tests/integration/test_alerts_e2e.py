@@ -14,7 +14,9 @@ import pytest
 
 from gateway.sinks.sqlite import read_readings
 from tests.support.gateway_proc import GatewayProcess
+from tests.support.mqtt import MqttTap
 from tests.support.servers import Mosquitto
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -22,35 +24,21 @@ DEADMAN_S = 4.0
 REPORT_EVERY_S = 1.5  # the talking devices; well inside the deadman duration
 
 
-class AlertListener:
-    """Subscribes to alerts/#; keeps every non-empty notification with its arrival time."""
+Notification = tuple[float, str, dict[str, Any], bool]  # (arrival time, topic, body, retained)
 
-    def __init__(self, broker: Mosquitto) -> None:
-        self.received: list[tuple[float, str, dict[str, Any], bool]] = []  # (time, topic, body, retained)
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "alert-listener", protocol=mqtt.MQTTv5)
-        self._client.on_message = self._on_message
-        self._client.connect(broker.host, broker.port)
-        self._client.subscribe("alerts/#", qos=1)
-        self._client.loop_start()
 
-    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        if message.payload:
-            with self._lock:
-                self.received.append((time.time(), message.topic, json.loads(message.payload), message.retain))
+def alert_listener(broker: Mosquitto, client_id: str = "alert-listener") -> MqttTap:
+    """A tap on alerts/# that keeps every non-empty notification (an empty one clears a retained alert)."""
+    return MqttTap(broker, "alerts/#", client_id, keep=lambda message: bool(message.payload))
 
-    def of(self, transition: str) -> list[tuple[float, str, dict[str, Any], bool]]:
-        with self._lock:
-            return [r for r in self.received if r[2]["transition"] == transition]
 
-    def wait_for(self, transition: str, count: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and len(self.of(transition)) < count:
-            time.sleep(0.05)
+def notifications(listener: MqttTap, transition: str) -> list[Notification]:
+    received = [(m.at, m.topic, m.json(), m.retain) for m in listener.messages()]
+    return [n for n in received if n[2]["transition"] == transition]
 
-    def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
+
+def wait_for_notifications(listener: MqttTap, transition: str, count: int, timeout: float) -> None:
+    wait_until(lambda: len(notifications(listener, transition)) >= count, timeout, f"{count} {transition!r} alerts")
 
 
 def _gateway_env(tmp_path: Path, broker: Mosquitto, client_id: str) -> dict[str, str]:
@@ -83,7 +71,7 @@ def test_deadman_fires_once_per_silent_device_and_resolves(tmp_path: Path, mosqu
     silent = set(devices[::100])  # 100 of them
     rules = f"rules:\n  - name: silent\n    kind: deadman\n    for: {DEADMAN_S}s\n"
     config = _config(tmp_path, rules)
-    listener = AlertListener(mosquitto)
+    listener = alert_listener(mosquitto)
     publisher = _publisher(mosquitto, "fleet")
     last_sent: dict[str, float] = {}
 
@@ -111,20 +99,22 @@ def test_deadman_fires_once_per_silent_device_and_resolves(tmp_path: Path, mosqu
         chatter = threading.Thread(target=keep_talking, daemon=True)
         chatter.start()
         try:
-            time.sleep(0.5)
+            time.sleep(0.5)  # the scenario: the silent devices fall silent a while after the fleet started
             report(1, sorted(silent))  # the silent devices' last words, sent once the first burst is in
             gw.wait_for("gateway_messages_received", len(devices) + len(silent), timeout_s=10)
-            listener.wait_for("firing", len(silent), timeout_s=DEADMAN_S + 10)
-            time.sleep(1.0)  # nothing more may come
-            fired = listener.of("firing")
+            wait_for_notifications(listener, "firing", len(silent), timeout=DEADMAN_S + 10)
+            # The scenario: a repeat would come from the deadman's own timer, not after any message that could
+            # mark its absence, so time passes in which it would have arrived.
+            time.sleep(1.0)
+            fired = notifications(listener, "firing")
             silent_since = {device: last_sent[device] for device in silent}
 
             report(1, sorted(silent))  # the same messages again: duplicates, yet signs of life
             report(2, sorted(silent))
-            listener.wait_for("resolved", len(silent), timeout_s=10)
-            time.sleep(1.0)
-            resolved = listener.of("resolved")
-            fired_after = listener.of("firing")
+            wait_for_notifications(listener, "resolved", len(silent), timeout=10)
+            time.sleep(1.0)  # as above: time for a repeat of either transition to arrive
+            resolved = notifications(listener, "resolved")
+            fired_after = notifications(listener, "firing")
         finally:
             stop.set()
             chatter.join()
@@ -153,7 +143,7 @@ def test_restart_during_a_firing_episode_does_not_notify_again(tmp_path: Path, m
     )
     config = _config(tmp_path, rules)
     env = _gateway_env(tmp_path, mosquitto, "gw-restart")
-    listener = AlertListener(mosquitto)
+    listener = alert_listener(mosquitto)
     publisher = _publisher(mosquitto, "boiler")
     now = time.time()
 
@@ -165,34 +155,32 @@ def test_restart_during_a_firing_episode_does_not_notify_again(tmp_path: Path, m
     try:
         send(1, 20.0)
         send(2, 60.0)  # fires
-        listener.wait_for("firing", 1, timeout_s=10)
+        wait_for_notifications(listener, "firing", 1, timeout=10)
         gateway.kill()  # kill -9 while firing
 
         gateway = GatewayProcess(tmp_path / "gw", env, config=config).start()
         send(3, 65.0)  # still above: must not notify again
         send(4, 45.0)  # inside the hysteresis band: still firing
         gateway.wait_for('gateway_readings_stored{sink="sqlite"}', 2, timeout_s=10)
-        time.sleep(0.5)
-        assert len(listener.of("firing")) == 1
         send(5, 30.0)  # clears
-        listener.wait_for("resolved", 1, timeout_s=10)
+        wait_for_notifications(listener, "resolved", 1, timeout=10)
+        # The resolved notification is the marker: a second firing for reading 3 or 4 would have come before it.
+        assert len(notifications(listener, "firing")) == 1
         gateway.wait_for('gateway_alert_notifications{transition="resolved"}', 1, timeout_s=10)
     finally:
         gateway.stop()
         listener.close()
         publisher.loop_stop()
 
-    (firing,) = listener.of("firing")
-    (resolved,) = listener.of("resolved")
+    (firing,) = notifications(listener, "firing")
+    (resolved,) = notifications(listener, "resolved")
     assert firing[2]["reading_id"].startswith("boiler-1#2@")
     assert firing[2]["labels"] == {"team": "heating"}
     assert resolved[2]["reading_id"].startswith("boiler-1#5@")
     assert resolved[2]["starts_at"] == firing[2]["starts_at"]  # the same episode, across the restart
     # The retained firing message was cleared: a new subscriber finds nothing retained.
-    late_joiner = AlertListener(mosquitto)
-    time.sleep(0.5)
-    assert late_joiner.received == []
-    late_joiner.close()
+    with alert_listener(mosquitto, "late-joiner") as late_joiner:
+        assert late_joiner.sync() == []  # its marker comes back after anything retained would have
     # Both transitions are stored as the `alerts` measurement, once each.
     stored = [r for r in read_readings(tmp_path / "g.db", "alerts")]
     assert sorted(str(r.fields["transition"]) for r in stored) == ["firing", "resolved"]

@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows, wait_until
+from tests.support.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows
 from tests.support.servers import Mosquitto, VictoriaMetrics
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def test_memory_stays_bounded_while_the_store_is_down_and_nothing_is_lost(tmp_pa
         publish(mosquitto.url, _readings(total))
         assert gateway.wait_for("gateway_backpressure", 1, 30) == 1, gateway.log_tail()
         gateway.wait_for_log("stopped reading from the broker", 15)
-        wait_until(lambda: "journal full (journal.max_bytes)" in gateway.readyz()[1], "/readyz", 10, gateway.log_tail)
+        wait_until(lambda: "journal full (journal.max_bytes)" in gateway.readyz()[1], 10, "/readyz", gateway.log_tail)
         assert gateway.readyz()[0] == 503
         # Bounded, however long the outage: sampled for a few seconds while nothing can be committed.
         held = [_in_memory(gateway) for _ in range(20) if time.sleep(0.1) is None]
@@ -62,7 +63,7 @@ def test_memory_stays_bounded_while_the_store_is_down_and_nothing_is_lost(tmp_pa
         assert gateway.metrics()["gateway_messages_received"] < total
         with vm:
             assert vm.wait_for_samples(total, timeout=120, settle=10) == total
-            wait_until(lambda: gateway.readyz() == (200, "ready"), "/readyz ready again", 15, gateway.log_tail)
+            wait_until(lambda: gateway.readyz() == (200, "ready"), 15, "/readyz ready again", gateway.log_tail)
         assert "reading from the broker again" in gateway.log_text()
         assert "journal below journal.max_bytes again" in gateway.log_text()
 
@@ -75,7 +76,7 @@ def test_a_sink_removed_from_the_config_does_not_wedge_the_journal(tmp_path: Pat
         both = sqlite_gateway(workdir, mosquitto.url, "gw-removed-sink", influx={"url": vm.url, "token": "t"})
         with both:
             publish(mosquitto.url, _readings(100))
-            wait_until(lambda: sqlite_rows(workdir / "gateway.db") == 100, "100 rows", 20, both.log_tail)
+            wait_until(lambda: sqlite_rows(workdir / "gateway.db") == 100, 20, "100 rows", both.log_tail)
             assert vm.wait_for_samples(100, timeout=20) == 100
     # VictoriaMetrics is gone and so is its section; the journal still knows the sink `influx`.
     sqlite_only = sqlite_gateway(workdir, mosquitto.url, "gw-removed-sink", journal={"max_bytes": ONE_MIB})
@@ -85,7 +86,7 @@ def test_a_sink_removed_from_the_config_does_not_wedge_the_journal(tmp_path: Pat
         assert "it will never get the 0 readings" in log
         publish(mosquitto.url, _readings(20_000, start=100))
         wait_until(
-            lambda: sqlite_rows(workdir / "gateway.db") == total, "every reading stored", 60, sqlite_only.log_tail
+            lambda: sqlite_rows(workdir / "gateway.db") == total, 60, "every reading stored", sqlite_only.log_tail
         )
         metrics = sqlite_only.metrics()
         assert metrics["gateway_messages_acknowledged"] == 20_000

@@ -7,41 +7,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
 
 from device_sim.fleet import FleetSpec, generate
 from device_sim.publisher import publish
 from tests.support.gateway_proc import GatewayProcess, store_env
+from tests.support.mqtt import MqttTap
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.storecheck import GATEWAY_REASONS, compare
 
 pytestmark = pytest.mark.integration
-
-
-class DeadLetterTap:
-    """Subscribes to the dead-letter topics and keeps every record."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        self.records: list[dict[str, object]] = []
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "deadletter-tap", protocol=mqtt.MQTTv5)
-        self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *_: subscribed.set()
-        self._client.connect(broker.host, broker.port)
-        self._client.subscribe("gateway/deadletter/#", qos=1)
-        self._client.loop_start()
-        assert subscribed.wait(5)
-
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.records.append({**orjson.loads(msg.payload), "published_on": msg.topic})
-
-    def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
 
 
 def _gateway(tmp_path: Path, broker: Mosquitto, vm: VictoriaMetrics) -> GatewayProcess:
@@ -54,7 +29,8 @@ def test_stores_exactly_the_unique_valid_readings_and_dead_letters_the_rest(
     fleet = generate(FleetSpec(devices=1000, messages=100_000, seed=7, dup_rate=0.05, malformed_rate=0.02))
     summary = fleet.manifest.summary()
     assert summary.duplicates > 4000 and sum(summary.malformed.values()) > 1500  # the mix the test is about
-    tap = DeadLetterTap(mosquitto)
+    expected = Counter({(rej.topic, rej.reason): rej.count for rej in fleet.manifest.rejections})
+    tap = MqttTap(mosquitto, "gateway/deadletter/#", "deadletter-tap")
     with _gateway(tmp_path, mosquitto, victoria) as gateway:
         stats = publish(fleet.outgoing, mosquitto.url, qos=1, connections=2)
         assert stats.sent == len(fleet.outgoing)
@@ -63,7 +39,11 @@ def test_stores_exactly_the_unique_valid_readings_and_dead_letters_the_rest(
         # Acknowledged once journaled; the sinks drain the journal right after.
         for sink in ("influx", "sqlite"):
             gateway.wait_for(f'gateway_readings_stored{{sink="{sink}"}}', summary.valid, timeout_s=60)
+        gateway.wait_for("gateway_deadletters_published", expected.total(), timeout_s=30)
         metrics = gateway.metrics()
+        tap.wait_for(expected.total(), timeout=10)
+        tap.sync()  # the positive marker: every dead letter the broker took before it has arrived
+        records = tap.records()
     tap.close()
 
     stored = victoria.wait_for_samples(summary.valid * 4, '{__name__=~"telemetry_.*"}', timeout=30)
@@ -88,20 +68,16 @@ def test_stores_exactly_the_unique_valid_readings_and_dead_letters_the_rest(
     assert rejected == sum(r.count for r in fleet.manifest.rejections)
 
     # Every malformed message is on the dead-letter topic, under its device, with a reason that fits.
-    expected = Counter({(rej.topic, rej.reason): rej.count for rej in fleet.manifest.rejections})
-    deadline = time.monotonic() + 10
-    while len(tap.records) < expected.total() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    got = Counter((str(r["topic"])) for r in tap.records)
+    got = Counter((str(r["topic"])) for r in records)
     want: Counter[str] = Counter()
     for (topic, _reason), n in expected.items():
         want[topic] += n
-    assert len(tap.records) == expected.total(), (
+    assert len(records) == expected.total(), (
         metrics["gateway_deadletters_published"],
         sorted(set(r for (t, r) in expected if got[t] < want[t])),
     )
     by_topic: Counter[str] = Counter()
-    for record in tap.records:
+    for record in records:
         assert record["published_on"] == f"gateway/deadletter/{record['device']}"
         assert record["reason"] and record["detail"] and record["received_at"]
         assert "payload" in record or "payload_base64" in record
@@ -110,7 +86,7 @@ def test_stores_exactly_the_unique_valid_readings_and_dead_letters_the_rest(
     for (topic, _), n in expected.items():
         expected_by_topic[topic] += n
     assert by_topic == expected_by_topic
-    reasons_by_topic = {(r["device"], r["reason"]) for r in tap.records}
+    reasons_by_topic = {(r["device"], r["reason"]) for r in records}
     for (topic, sim_reason), _ in expected.items():
         device = topic.split("/")[1]
         assert any((device, code) in reasons_by_topic for code in GATEWAY_REASONS[sim_reason]), (
@@ -129,16 +105,12 @@ def test_survives_a_broker_restart_mid_stream(tmp_path: Path, mosquitto: Mosquit
         sender.start()
         gateway.wait_for("gateway_messages_acknowledged", 3000, timeout_s=30)
         mosquitto.stop()
-        time.sleep(5)
+        time.sleep(5)  # the outage itself: five seconds without a broker
         mosquitto.start()
         sender.join(120)
         assert not sender.is_alive()
         # The gateway found the broker again by itself and caught up.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if gateway.metrics().get('gateway_readings_stored{sink="influx"}', 0) >= len(fleet.outgoing):
-                break
-            time.sleep(0.2)
+        gateway.wait_for('gateway_readings_stored{sink="influx"}', len(fleet.outgoing), timeout_s=60)
         assert gateway.metrics()["gateway_broker_connected"] == 1
     victoria.wait_for_samples(len(fleet.outgoing) * 4, '{__name__=~"telemetry_.*"}', timeout=30)
     comparison = compare(fleet.manifest, victoria)

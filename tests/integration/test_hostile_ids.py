@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from gateway.model import RawMessage, Reading
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
 from tests.support.gateway_proc import ROOT, GatewayProcess
+from tests.support.mqtt import MqttTap
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.strict_lineprotocol import parse_lines
 
@@ -216,35 +216,6 @@ def test_newline_in_a_device_id_is_rejected_even_with_a_permissive_pattern(tmp_p
 # --- through Mosquitto, a gateway process, VictoriaMetrics and SQLite ----------------------------------------------
 
 
-class DeadLetters:
-    """Every dead-letter record the gateway publishes, by the topic of the message it refused."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        self.by_topic: dict[str, list[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, "ids-deadletters", protocol=mqtt.MQTTv5)
-        self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *_: subscribed.set()
-        self._client.connect(broker.host, broker.port)
-        self._client.subscribe("gateway/deadletter/#", qos=1)
-        self._client.loop_start()
-        assert subscribed.wait(5)
-
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        record = json.loads(msg.payload)
-        with self._lock:
-            self.by_topic.setdefault(record["topic"], []).append(record)
-
-    def count(self) -> int:
-        with self._lock:
-            return sum(len(records) for records in self.by_topic.values())
-
-    def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
-
-
 def publish(broker: Mosquitto, cases: list[Case]) -> None:
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, "ids-pub", protocol=mqtt.MQTTv5)
     publisher.connect(broker.host, broker.port)
@@ -283,8 +254,7 @@ def run_gateway(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics)
         }
         if pattern is not None:
             env["GATEWAY_VALIDATION__DEVICE_ID_PATTERN"] = pattern
-        deadletters = DeadLetters(mosquitto)
-        try:
+        with MqttTap(mosquitto, "gateway/deadletter/#", "ids-deadletters") as tap:
             with GatewayProcess(tmp_path / "gw", env, config=DEVICES_CONFIG) as gateway:
                 publish(mosquitto, cases)
                 gateway.wait_for("gateway_messages_acknowledged", len(cases), timeout_s=30)
@@ -293,14 +263,14 @@ def run_gateway(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics)
                 gateway.wait_for("gateway_deadletters_published", len(cases) - expect_stored, timeout_s=30)
                 metrics = gateway.metrics()
                 assert gateway.proc is not None and gateway.proc.poll() is None
-            deadline = time.monotonic() + 10
-            while deadletters.count() < len(cases) - expect_stored and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            deadletters.close()
+            tap.wait_for(len(cases) - expect_stored, timeout=10)
+            tap.sync()  # the positive marker: every dead letter the broker took before it has arrived
+        deadletters: dict[str, list[dict[str, Any]]] = {}
+        for record in tap.records():
+            deadletters.setdefault(str(record["topic"]), []).append(record)
         victoria.wait_for_samples(expect_stored, timeout=10)
         series = [(s.name, frozenset(s.labels.items()), s.timestamps, s.values) for s in victoria.export()]
-        return Stored(metrics, deadletters.by_topic, series, sqlite_rows(tmp_path / "gateway.db"))
+        return Stored(metrics, deadletters, series, sqlite_rows(tmp_path / "gateway.db"))
 
     yield run
 

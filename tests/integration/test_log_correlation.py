@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from tests.support.gateway_proc import GatewayProcess
+from tests.support.mqtt import MqttTap
 from tests.support.servers import Mosquitto
 
 
@@ -25,12 +25,7 @@ def test_a_rejected_message_is_traceable_from_log_to_dead_letter(tmp_path: Path,
     }
     config = tmp_path / "gateway.yaml"
     config.write_text("sqlite:\n  path: g.db\n")
-    records: list[dict[str, object]] = []
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "dl-watch", protocol=mqtt.MQTTv5)
-    watcher.on_message = lambda _c, _u, msg: records.append(json.loads(msg.payload))
-    watcher.connect(mosquitto.host, mosquitto.port)
-    watcher.subscribe("gateway/deadletter/#", qos=1)
-    watcher.loop_start()
+    watcher = MqttTap(mosquitto, "gateway/deadletter/#", "dl-watch")
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "logs-pub", protocol=mqtt.MQTTv5)
     publisher.connect(mosquitto.host, mosquitto.port)
     publisher.loop_start()
@@ -39,11 +34,10 @@ def test_a_rejected_message_is_traceable_from_log_to_dead_letter(tmp_path: Path,
             publisher.publish("devices/d1/telemetry", f"{{not json {i}", qos=1).wait_for_publish(5)
         publisher.publish("devices/d1/telemetry", json.dumps({"metrics": {"t": 1}}), qos=1).wait_for_publish(5)
         gateway.wait_for('gateway_readings_stored{sink="sqlite"}', 1, timeout_s=10)
-        deadline = time.monotonic() + 10
-        while len(records) < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        watcher.wait_for(20, timeout=10)
+        records = [message.json() for message in watcher.sync()]  # and no more than the 20
         metrics = gateway.metrics()
-    watcher.loop_stop()
+    watcher.close()
     publisher.loop_stop()
 
     lines = [json.loads(line) for line in gateway.log_path.read_text().splitlines() if line.startswith("{")]

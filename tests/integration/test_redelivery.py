@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -23,6 +22,7 @@ import pytest
 from tests.support.gateway_proc import GatewayProcess, store_env
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waits import wait_until
 
 NS = 1_000_000_000
 CONFIG = """
@@ -52,15 +52,6 @@ def _sqlite_readings(path: Path) -> int:
             return 0
 
 
-def _wait_until(what: str, condition: object, timeout_s: float, gateway: GatewayProcess) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout_s} s; {gateway.metrics()}\n{gateway.log_tail()}")
-
-
 def _publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "redelivery-publisher", protocol=mqtt.MQTTv5)
     client.connect(broker.host, broker.port)
@@ -87,7 +78,9 @@ def test_messages_without_id_or_ts_are_stored_once_when_redelivered_after_kill_9
         try:
             # The subscription reaches the broker and a first message is acknowledged: the session is set up.
             _publish(mosquitto, [("devices/warmup/telemetry", b'{"id": "w1", "metrics": {"t": 1}}')])
-            _wait_until("warm-up stored", lambda: _sqlite_readings(db) == 1, 10, gateway)
+            wait_until(
+                lambda: _sqlite_readings(db) == 1, 10, "warm-up stored", lambda: (gateway.metrics(), gateway.log_tail())
+            )
             assert gateway.wait_for("gateway_messages_acknowledged", 1, timeout_s=5) == 1
 
             proxy.hold_upstream()  # the broker gets no PUBACK from here on
@@ -95,7 +88,12 @@ def test_messages_without_id_or_ts_are_stored_once_when_redelivered_after_kill_9
             # Committed, "acknowledged" into the proxy, stored: and still in flight for the broker.
             total = 1 + len(UNTIMED)
             assert gateway.wait_for("gateway_messages_acknowledged", total, timeout_s=10) == total
-            _wait_until("untimed readings stored", lambda: _sqlite_readings(db) == total, 10, gateway)
+            wait_until(
+                lambda: _sqlite_readings(db) == total,
+                10,
+                "untimed readings stored",
+                lambda: (gateway.metrics(), gateway.log_tail()),
+            )
             gateway.kill()
             proxy.cut()
             proxy.release_upstream()
@@ -106,7 +104,12 @@ def test_messages_without_id_or_ts_are_stored_once_when_redelivered_after_kill_9
             assert gateway.wait_for("gateway_readings_duplicate", len(UNTIMED), timeout_s=10) == len(UNTIMED)
             # A repeat published afresh after the crash is a new reading, however alike the one before it.
             _publish(mosquitto, [UNTIMED[0]])
-            _wait_until("the fresh repeat stored", lambda: _sqlite_readings(db) == total + 1, 10, gateway)
+            wait_until(
+                lambda: _sqlite_readings(db) == total + 1,
+                10,
+                "the fresh repeat stored",
+                lambda: (gateway.metrics(), gateway.log_tail()),
+            )
             assert gateway.wait_for('gateway_readings_stored{sink="influx"}', 1, timeout_s=10) == 1
             metrics = gateway.metrics()
         finally:

@@ -9,8 +9,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support.gateway_proc import sqlite_gateway, sqlite_rows, wait_until
+from tests.support.gateway_proc import sqlite_gateway, sqlite_rows
 from tests.support.servers import Mosquitto
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +37,14 @@ def test_a_retained_message_is_stored_once_across_restarts(tmp_path: Path, mosqu
     gateway = sqlite_gateway(workdir, mosquitto.url, f"gw-retained-{protocol}", mqtt={"protocol": protocol})
     db = workdir / "gateway.db"
     with gateway:
-        wait_until(lambda: sqlite_rows(db) == 1, "the retained reading stored", 15, gateway.log_tail)
+        wait_until(lambda: sqlite_rows(db) == 1, 15, "the retained reading stored", gateway.log_tail)
     for restart in range(3):
         with gateway:
             # On a resumed session the retained message is either not sent (MQTT 5: Retain Handling) or sent
             # and skipped (3.1.1); a live reading published now proves the session is reading.
             _publish_retained(mosquitto, "devices/lamp-2/telemetry", b'{"metrics": {"on": %d}}' % restart)
             stored = restart + 2
-            wait_until(lambda n=stored: sqlite_rows(db) == n, "the live reading stored", 15, gateway.log_tail)
+            wait_until(lambda n=stored: sqlite_rows(db) == n, 15, "the live reading stored", gateway.log_tail)
             metrics = gateway.metrics()
             if protocol == "3.1.1":
                 assert metrics['gateway_messages_ignored{reason="retained"}'] >= 1

@@ -20,23 +20,23 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NamedTuple
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from device_sim.fleet import Fleet, FleetSpec, generate
 from device_sim.manifest import Manifest
 from device_sim.publisher import PublishStats, publish
 from device_sim.wire import VALID, Outgoing, topic_for
 from tests.support.gateway_proc import GatewayProcess
+from tests.support.mqtt import MqttTap
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.storecheck import compare
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,15 +74,6 @@ def _rss_mb(gateway: GatewayProcess) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS in /proc/<pid>/status")
-
-
-def _wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval_s)
-    return check()
 
 
 def _samples_expected(manifest: Manifest) -> int:
@@ -134,38 +125,9 @@ class Publisher:
         return self.stats
 
 
-class Tap:
-    """A subscriber on `topic`: counts messages and keeps their JSON payloads (QoS 0 is enough to count)."""
-
-    def __init__(self, broker: Mosquitto, topic: str, qos: int = 0, keep: bool = False) -> None:
-        self.count = 0
-        self.records: list[dict[str, object]] = []
-        self._keep = keep
-        self._lock = threading.Lock()
-        client_id = f"tap-{topic.partition('/')[0]}-{broker.port}"
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
-        self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *_: subscribed.set()
-        self._client.connect(broker.host, broker.port)
-        self._client.subscribe(topic, qos=qos)
-        self._client.loop_start()
-        assert subscribed.wait(5), f"could not subscribe to {topic}"
-
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.count += 1
-            if self._keep:
-                self.records.append({**orjson.loads(msg.payload), "published_on": msg.topic})
-
-    def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
-
-
 @pytest.fixture
-def taps() -> Iterator[list[Tap]]:
-    opened: list[Tap] = []
+def taps() -> Iterator[list[MqttTap]]:
+    opened: list[MqttTap] = []
     yield opened
     for tap in opened:
         tap.close()
@@ -193,7 +155,7 @@ def test_store_outage_is_buffered_in_the_journal_and_drained_exactly_once(
         peak_rss = rss["before"]
         print(f"\n  VictoriaMetrics down at {down_at - sender.started:.1f} s, acked {before[ACKED]:.0f}")
         while time.monotonic() - down_at < OUTAGE_S:
-            time.sleep(5)
+            time.sleep(5)  # the outage itself, sampled every 5 s
             m = gateway.metrics()
             peak_rss = max(peak_rss, _rss_mb(gateway))
             print(
@@ -220,7 +182,7 @@ def test_store_outage_is_buffered_in_the_journal_and_drained_exactly_once(
             m = gateway.metrics()
             return m[ACKED] >= total and m[STORED] >= total and m[PENDING_CHUNKS] == 0
 
-        assert _wait_until(drained, 90), (gateway.metrics(), gateway.log_tail())
+        wait_until(drained, 90, "the backlog drained", lambda: (gateway.metrics(), gateway.log_tail()), interval=0.2)
         drained_s = time.monotonic() - up_at
         after = gateway.metrics()
         rss["after"] = _rss_mb(gateway)
@@ -254,11 +216,13 @@ BP_MESSAGES = 15_000  # 30 s at RATE
 
 
 def test_full_journal_stops_acknowledging_and_the_broker_keeps_the_rest(
-    tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics, taps: list[Tap]
+    tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics, taps: list[MqttTap]
 ) -> None:
     fleet = generate(FleetSpec(devices=200, messages=BP_MESSAGES, seed=32))
     total = len(fleet.outgoing)
-    incoming = Tap(mosquitto, "devices/+/telemetry")  # what the broker receives from the devices
+    incoming = MqttTap(
+        mosquitto, "devices/+/telemetry", f"tap-devices-{mosquitto.port}", qos=0
+    )  # what the broker receives from the devices
     taps.append(incoming)
     with _gateway(tmp_path, mosquitto, victoria.url, GATEWAY_JOURNAL__MAX_BYTES=str(MIB)) as gateway:
         sender = Publisher(fleet.outgoing, mosquitto.url, rate=RATE)
@@ -268,9 +232,9 @@ def test_full_journal_stops_acknowledging_and_the_broker_keeps_the_rest(
 
         assert gateway.wait_for(BACKPRESSURE, 1, timeout_s=30) == 1, (gateway.metrics(), gateway.log_tail())
         full_at = time.monotonic()
-        first, seen_first = gateway.metrics(), incoming.count
-        time.sleep(6)
-        second, seen_second = gateway.metrics(), incoming.count
+        first, seen_first = gateway.metrics(), incoming.count()
+        time.sleep(6)  # the scenario: 6 s of a full journal, in which acks must stand still while devices publish
+        second, seen_second = gateway.metrics(), incoming.count()
         assert sender.alive()
         print(
             f"\n  journal full {full_at - down_at:.1f} s after VictoriaMetrics went down: "
@@ -298,7 +262,9 @@ def test_full_journal_stops_acknowledging_and_the_broker_keeps_the_rest(
             m = gateway.metrics()
             return m[ACKED] >= total and m[STORED] >= total and m[PENDING_CHUNKS] == 0 and m[BACKPRESSURE] == 0
 
-        assert _wait_until(caught_up, 90), (gateway.metrics(), gateway.log_tail())
+        wait_until(
+            caught_up, 90, "the gateway caught up", lambda: (gateway.metrics(), gateway.log_tail()), interval=0.2
+        )
         after = gateway.metrics()
         log = gateway.log_path.read_text(errors="replace")
         print(
@@ -408,26 +374,26 @@ def _poison_message(fleet: Fleet) -> tuple[Outgoing, str]:
 
 
 def test_store_answers_are_honoured_and_a_refused_reading_is_dead_lettered(
-    tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics, scripted_store: ScriptedStore, taps: list[Tap]
+    tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics, scripted_store: ScriptedStore, taps: list[MqttTap]
 ) -> None:
     fleet = generate(FleetSpec(devices=20, messages=400, seed=33))
     poison, poison_device = _poison_message(fleet)
     first_part = [*fleet.outgoing[:150], poison, *fleet.outgoing[150:300]]
     second_part = fleet.outgoing[300:]
-    deadletters = Tap(mosquitto, "gateway/deadletter/#", qos=1, keep=True)
+    deadletters = MqttTap(mosquitto, "gateway/deadletter/#", f"tap-gateway-{mosquitto.port}")
     taps.append(deadletters)
     with _gateway(tmp_path, mosquitto, scripted_store.url) as gateway:
         started = time.monotonic()
         stats = publish(first_part, mosquitto.url, qos=1)
         assert stats.sent == len(first_part), stats
-        assert _wait_until(lambda: len(deadletters.records) >= 1, 30), (gateway.metrics(), gateway.log_tail())
+        deadletters.wait_for(1, timeout=30, what="the poison reading's dead letter")
         assert gateway.wait_for(STORED, 300, timeout_s=30) == 300, gateway.log_tail()
 
         # The pipeline goes on after the refusal.
         stats = publish(second_part, mosquitto.url, qos=1)
         assert stats.sent == len(second_part), stats
         assert gateway.wait_for(STORED, 400, timeout_s=30) == 400, gateway.log_tail()
-        assert _wait_until(lambda: gateway.metrics()[PENDING_CHUNKS] == 0, 10)
+        wait_until(lambda: gateway.metrics()[PENDING_CHUNKS] == 0, 10, "no pending chunks", gateway.log_tail)
         metrics = gateway.metrics()
         elapsed = time.monotonic() - started
         assert gateway.proc is not None and gateway.proc.poll() is None
@@ -450,9 +416,9 @@ def test_store_answers_are_honoured_and_a_refused_reading_is_dead_lettered(
     assert all(e.status in (204, 429, 503, 400) for e in exchanges)
     assert sum(e.lines for e in exchanges if e.status == 204) == 400, "every other reading written exactly once"
 
-    time.sleep(0.5)  # the dead-letter tap may still be receiving
-    assert len(deadletters.records) == 1, deadletters.records
-    record = deadletters.records[0]
+    records = [{**m.json(), "published_on": m.topic} for m in deadletters.sync()]  # and none after the marker
+    assert len(records) == 1, records
+    record = records[0]
     print(f"  dead letter on {record['published_on']}: reason {record['reason']}, detail {record['detail']!r}")
     assert record["published_on"] == f"gateway/deadletter/{poison_device}"
     assert record["reason"] == "store_refused"

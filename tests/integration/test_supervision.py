@@ -15,8 +15,9 @@ import orjson
 import pytest
 
 from gateway.pipeline import FAILURE_SHUTDOWN_S
-from tests.support.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows, wait_until
+from tests.support.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows
 from tests.support.servers import Mosquitto
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,5 +103,5 @@ def test_a_thread_that_dies_makes_the_gateway_unready_and_exit_and_a_restart_los
         _assert_died_and_exited(gateway, watch, thread, error)
     gateway.preamble = None
     with gateway:
-        wait_until(lambda: sqlite_rows(db) == len(messages), "every reading stored", 30, gateway.log_tail)
+        wait_until(lambda: sqlite_rows(db) == len(messages), 30, "every reading stored", gateway.log_tail)
     assert sqlite_rows(db) == len(messages)

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
 from device_sim.brokerurl import BrokerAddress, parse_broker_url
@@ -35,6 +33,7 @@ from device_sim.manifest import ExpectedReading, ExpectedRejection, Manifest
 from device_sim.pacing import Pacer
 from device_sim.publisher import _route_by_topic, publish
 from device_sim.wire import MALFORMED_REASONS, MAX_PAYLOAD_BYTES, Outgoing, device_of, rfc3339_ms
+from tests.support.mqtt import MqttTap
 
 START_NS = 1_795_774_500_000_000_000  # 2026-11-27T10:15:00Z: fixed, so fleets are reproducible
 MS = 1_000_000
@@ -460,6 +459,8 @@ def test_routing_keeps_each_device_on_one_connection() -> None:
 class Mosquitto:
     """A private Mosquitto on a free loopback port, with its config in a temp dir."""
 
+    host = "127.0.0.1"
+
     def __init__(self, workdir: Path) -> None:
         self.port = _free_port()
         self._conf = workdir / "mosquitto.conf"
@@ -510,41 +511,11 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         broker.stop()
 
 
-class Collector:
-    """A QoS 1 subscriber to every device topic that records (topic, payload) in arrival order."""
-
-    def __init__(self, port: int) -> None:
-        self.received: list[tuple[str, bytes]] = []
-        self._cond = threading.Condition()
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="collector", protocol=mqtt.MQTTv5
-        )
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = self._on_subscribe
-        self._subscribed = threading.Event()
-        self._client.connect("127.0.0.1", port)
-        self._client.subscribe("devices/+/telemetry", qos=1)
-        self._client.loop_start()
-        assert self._subscribed.wait(5)
-
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
-        self._subscribed.set()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        with self._cond:
-            self.received.append((message.topic, bytes(message.payload)))
-            self._cond.notify_all()
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, bytes]]:
-        with self._cond:
-            self._cond.wait_for(lambda: len(self.received) >= count, timeout)
-        time.sleep(0.1)  # anything beyond `count` would be a stray extra copy
-        with self._cond:
-            return list(self.received)
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+def collected(tap: MqttTap, count: int) -> list[tuple[str, bytes]]:
+    """(topic, payload) in arrival order, once `count` have arrived and the tap's marker came back after them
+    (so a stray extra copy would be among them)."""
+    tap.wait_for(count, timeout=10)
+    return [(message.topic, message.payload) for message in tap.sync()]
 
 
 def _by_topic(messages: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
@@ -557,10 +528,10 @@ def _by_topic(messages: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
 @pytest.mark.integration
 def test_publish_delivers_every_payload_exactly_once_in_device_order(mosquitto: Mosquitto) -> None:
     fleet = generate(spec(devices=50, messages=3000, dup_rate=0.05, malformed_rate=0.1))
-    collector = Collector(mosquitto.port)
+    collector = MqttTap(mosquitto, "devices/+/telemetry", "collector")
     try:
         stats = publish(fleet.outgoing, mosquitto.url, qos=1, connections=2)
-        received = collector.wait_for(len(fleet.outgoing))
+        received = collected(collector, len(fleet.outgoing))
     finally:
         collector.close()
     assert (stats.sent, stats.errors, stats.failure) == (3000, 0, None)
@@ -573,10 +544,10 @@ def test_publish_delivers_every_payload_exactly_once_in_device_order(mosquitto: 
 @pytest.mark.parametrize(("qos", "protocol"), [(0, 5), (1, 4), (2, 4)])
 def test_publish_other_qos_and_protocols(mosquitto: Mosquitto, qos: int, protocol: int) -> None:
     fleet = generate(spec(devices=5, messages=500))
-    collector = Collector(mosquitto.port)
+    collector = MqttTap(mosquitto, "devices/+/telemetry", "collector")
     try:
         stats = publish(fleet.outgoing, mosquitto.url, qos=qos, protocol=protocol, client_id_prefix=f"q{qos}")
-        received = collector.wait_for(500)
+        received = collected(collector, 500)
     finally:
         collector.close()
     assert (stats.sent, stats.errors) == (500, 0)
@@ -595,7 +566,7 @@ def test_publish_rate_limit_spreads_messages_out(mosquitto: Mosquitto) -> None:
 def test_publish_survives_a_broker_restart(mosquitto: Mosquitto) -> None:
     fleet = generate(spec(devices=10, messages=1500))
 
-    def bounce() -> None:
+    def bounce() -> None:  # the scenario: the broker goes away 0.3 s into the run, for 0.3 s
         time.sleep(0.3)
         mosquitto.stop()
         time.sleep(0.3)

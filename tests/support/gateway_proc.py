@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +20,7 @@ import yaml
 from device_sim.blast import blast, publish_packet
 from tests.support import ROOT
 from tests.support.servers import free_port
+from tests.support.waits import wait_until
 
 EXAMPLE_CONFIG = ROOT / "config" / "gateway.example.yaml"
 
@@ -35,17 +36,6 @@ def store_env(tmp_path: Path, broker_url: str, influx_url: str, client_id: str) 
         "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
         "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
     }
-
-
-def wait_until(
-    condition: Callable[[], object], what: str, timeout_s: float, context: Callable[[], str] = lambda: ""
-) -> None:
-    """Poll `condition` until it is true; fail naming `what` (and `context()`, e.g. a log tail) on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{context()}")
-        time.sleep(0.05)
 
 
 def publish(broker_url: str, messages: Sequence[tuple[str, bytes]], client_id: str = "test-publisher") -> None:
@@ -165,14 +155,15 @@ class GatewayProcess:
         return values
 
     def wait_for(self, metric: str, at_least: float, timeout_s: float) -> float:
-        deadline = time.monotonic() + timeout_s
-        value = 0.0
-        while time.monotonic() < deadline:
-            value = self.metrics().get(metric, 0.0)
-            if value >= at_least:
-                return value
-            time.sleep(0.1)
-        return value
+        """The metric's first value that is at least `at_least`; fails with the log's tail when none is in time."""
+        seen = [0.0]
+
+        def reached() -> bool:
+            seen[0] = self.metrics().get(metric, 0.0)
+            return seen[0] >= at_least
+
+        wait_until(reached, timeout_s, f"{metric} >= {at_least}", lambda: f"last {seen[0]}\n{self.log_tail()}")
+        return seen[0]
 
     def readyz(self) -> tuple[int, str]:
         """(HTTP status, body) of /readyz."""
@@ -191,7 +182,7 @@ class GatewayProcess:
 
     def wait_for_log(self, text: str, timeout_s: float) -> str:
         """The log once it holds `text`; fails with the log's tail when it does not within `timeout_s`."""
-        wait_until(lambda: text in self.log_text(), f"log line {text!r}", timeout_s, self.log_tail)
+        wait_until(lambda: text in self.log_text(), timeout_s, f"log line {text!r}", self.log_tail)
         return self.log_text()
 
     def log_tail(self, lines: int = 40) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -15,70 +15,27 @@ from gateway.config.schema import ALERTS_MEASUREMENT, WebhookConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Reading
 from gateway.sinks.webhook import WebhookSink
+from tests.support.http_double import Answer, HttpDouble
 from tests.support.servers import free_port
 
 T0 = 1_718_000_000_123_000_000  # 2024-06-10T06:13:20.123Z
 
 
-class Request(NamedTuple):
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class Answer(NamedTuple):
-    status: int = 204
-    headers: dict[str, str] = {}
-    body: bytes = b""
-
-
-class Receiver:
-    """A webhook receiver on a free port: records every request, answers with `answer`."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.answer = Answer()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver.requests.append(Request(self.path, headers, body))
-                answer = receiver.answer
-                self.send_response(answer.status)
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                self.wfile.write(answer.body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, args=(0.02,), name="webhook-receiver", daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
+def receiver() -> Iterator[HttpDouble]:
+    """A webhook receiver on a free port: records every request, answers with `answer` (204 by default)."""
+    server = HttpDouble("webhook-receiver")
     yield server
     server.close()
 
 
+def hook(receiver: HttpDouble) -> str:
+    return f"{receiver.url}/hook"
+
+
 @pytest.fixture
-def sink(receiver: Receiver) -> Iterator[WebhookSink]:
-    webhook = WebhookSink(WebhookConfig(url=receiver.url, timeout_s=5))
+def sink(receiver: HttpDouble) -> Iterator[WebhookSink]:
+    webhook = WebhookSink(WebhookConfig(url=hook(receiver), timeout_s=5))
     yield webhook
     webhook.close()
 
@@ -99,14 +56,14 @@ def telemetry(device: str = "boiler-1") -> Reading:
     return Reading(device, "telemetry", T0, {"temperature": 21.5}, {}, f"{device}/1")
 
 
-def posted(receiver: Receiver) -> list[dict[str, Any]]:
+def posted(receiver: HttpDouble) -> list[dict[str, Any]]:
     alerts: list[dict[str, Any]] = []
     for request in receiver.requests:
         alerts += json.loads(request.body)["alerts"]
     return alerts
 
 
-def test_posts_only_alerts_in_one_request(receiver: Receiver, sink: WebhookSink) -> None:
+def test_posts_only_alerts_in_one_request(receiver: HttpDouble, sink: WebhookSink) -> None:
     sink.write([telemetry(), alert("boiler-1"), telemetry("boiler-2"), alert("boiler-2", "resolved")])
     assert len(receiver.requests) == 1
     request = receiver.requests[0]
@@ -118,7 +75,7 @@ def test_posts_only_alerts_in_one_request(receiver: Receiver, sink: WebhookSink)
     ]
 
 
-def test_body_shape(receiver: Receiver, sink: WebhookSink) -> None:
+def test_body_shape(receiver: HttpDouble, sink: WebhookSink) -> None:
     firing = alert(value=97.5, threshold=90.0, trigger_id="boiler-1/42")
     resolved = alert(transition="resolved", ends_at_ns=float(T0 + 1_000_000_000))
     sink.write([firing, resolved])
@@ -148,9 +105,9 @@ def test_body_shape(receiver: Receiver, sink: WebhookSink) -> None:
     assert second["ends_at"] == "2024-06-10T06:13:21.123Z"
 
 
-def test_configured_headers_are_sent(receiver: Receiver) -> None:
+def test_configured_headers_are_sent(receiver: HttpDouble) -> None:
     config = WebhookConfig(
-        url=receiver.url, headers={"Authorization": SecretStr("Bearer t0ken"), "X-Team": SecretStr("ops")}
+        url=hook(receiver), headers={"Authorization": SecretStr("Bearer t0ken"), "X-Team": SecretStr("ops")}
     )
     webhook = WebhookSink(config)
     try:
@@ -165,7 +122,7 @@ def test_configured_headers_are_sent(receiver: Receiver) -> None:
     )
 
 
-def test_a_batch_without_alerts_sends_nothing(receiver: Receiver, sink: WebhookSink) -> None:
+def test_a_batch_without_alerts_sends_nothing(receiver: HttpDouble, sink: WebhookSink) -> None:
     sink.write([telemetry(), telemetry("boiler-2")])
     sink.write([])
     assert receiver.requests == []
@@ -176,7 +133,7 @@ def test_does_not_count_as_storing_readings() -> None:
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204])
-def test_2xx_is_success(status: int, receiver: Receiver, sink: WebhookSink) -> None:
+def test_2xx_is_success(status: int, receiver: HttpDouble, sink: WebhookSink) -> None:
     receiver.answer = Answer(status, body=b"" if status == 204 else b'{"ok": true}')
     sink.write([alert()])
     assert len(receiver.requests) == 1
@@ -196,7 +153,7 @@ def test_2xx_is_success(status: int, receiver: Receiver, sink: WebhookSink) -> N
     ],
 )
 def test_retryable_statuses(
-    status: int, headers: dict[str, str], retry_after: float | None, receiver: Receiver, sink: WebhookSink
+    status: int, headers: dict[str, str], retry_after: float | None, receiver: HttpDouble, sink: WebhookSink
 ) -> None:
     receiver.answer = Answer(status, headers, b"try later")
     with pytest.raises(RetryableSinkError) as info:
@@ -206,7 +163,7 @@ def test_retryable_statuses(
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
-def test_other_4xx_is_permanent_with_the_servers_message(status: int, receiver: Receiver, sink: WebhookSink) -> None:
+def test_other_4xx_is_permanent_with_the_servers_message(status: int, receiver: HttpDouble, sink: WebhookSink) -> None:
     receiver.answer = Answer(status, body=b"bad alert: " + b"x" * 500)
     with pytest.raises(PermanentSinkError) as info:
         sink.write([alert()])
@@ -227,7 +184,7 @@ def test_connection_refused_is_retryable_and_keeps_headers_out() -> None:
     assert "tok-9" not in str(info.value)
 
 
-def test_timeout_is_retryable(receiver: Receiver) -> None:
+def test_timeout_is_retryable(receiver: HttpDouble) -> None:
     gate = threading.Event()
     original = receiver.server.RequestHandlerClass.do_POST  # type: ignore[attr-defined]
 
@@ -236,7 +193,7 @@ def test_timeout_is_retryable(receiver: Receiver) -> None:
         original(handler)
 
     receiver.server.RequestHandlerClass.do_POST = slow  # type: ignore[attr-defined]
-    webhook = WebhookSink(WebhookConfig(url=receiver.url, timeout_s=0.2))
+    webhook = WebhookSink(WebhookConfig(url=hook(receiver), timeout_s=0.2))
     try:
         with pytest.raises(RetryableSinkError):
             webhook.write([alert()])
