@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from tests.support.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows
+from tests.support.messages import native_messages
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.waits import wait_until
 
@@ -18,16 +18,9 @@ pytestmark = pytest.mark.integration
 ONE_MIB = 1 << 20
 
 
-def _readings(count: int, start: int = 0, devices: int = 10) -> list[tuple[str, bytes]]:
-    """Distinct readings with ids and device timestamps (ms), so each is one sample and one row, once."""
-    base_ms = int(time.time() * 1000) - 600_000
-    return [
-        (
-            f"devices/dev-{n % devices}/telemetry",
-            orjson.dumps({"id": f"r-{n}", "ts": base_ms + n, "metrics": {"t": n % 100}}),
-        )
-        for n in range(start, start + count)
-    ]
+def _readings(count: int, start: int = 0) -> list[tuple[str, bytes]]:
+    """Distinct readings over 10 devices with ids and device timestamps (ms): each one sample and one row, once."""
+    return native_messages("dev", count, start, devices=10, ts_ms=int(time.time() * 1000) - 600_000)
 
 
 def _in_memory(gateway: GatewayProcess) -> float:

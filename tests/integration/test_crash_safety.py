@@ -136,9 +136,10 @@ def _wait_stored(gateway: GatewayProcess, db: Path, readings: int, timeout_s: fl
     raise AssertionError(f"SQLite sink holds {rows / FIELDS:.0f} of {readings} readings\n{gateway.log_tail()}")
 
 
-def _stop_cleanly(gateway: GatewayProcess) -> float:
+def _stop_cleanly(gateway: GatewayProcess, timeout_s: float = 40) -> float:
+    """Seconds SIGTERM took to exit 0; fails (TimeoutExpired) when the process is still there after `timeout_s`."""
     began = time.monotonic()
-    code = gateway.stop(timeout_s=40)
+    code = gateway.stop(timeout_s=timeout_s)
     took = time.monotonic() - began
     assert code == 0, gateway.log_tail()
     return took
@@ -290,13 +291,12 @@ def test_sigterm_mid_stream_exits_0_within_30s_and_loses_nothing(
         acked = gateway.wait_for("gateway_messages_acknowledged", total * 0.4, timeout_s=60)
         assert acked >= total * 0.4, gateway.log_tail()
         before = gateway.metrics()
-        stop_s = _stop_cleanly(gateway)
+        stop_s = _stop_cleanly(gateway, timeout_s=30)  # within 30 s, or the stop fails
         stopped = [line for line in gateway.log_tail(10).splitlines() if "stopped:" in line]
         print(
             f"\nSIGTERM after {before['gateway_messages_acknowledged']:,.0f} acknowledged "
             f"(journal {before['gateway_journal_bytes']:,.0f} B): exit 0 in {stop_s:.2f} s\n  {stopped[-1:]}"
         )
-        assert stop_s < 30
         gateway.start()
         assert publisher.finish(60) == total
         took = _wait_stored(gateway, tmp_path / "gateway.db", total, timeout_s=90)

@@ -22,11 +22,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config.schema import DedupConfig, GatewayConfig, SqliteConfig, load_config
 from gateway.ingest import deadletter
@@ -38,6 +36,7 @@ from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
 from tests.support.fuzzgen import DEVICES_CONFIG, MAX_TOPIC_BYTES, ROUTER, ByteSource, RandomSource, chance, gen_message
 from tests.support.gateway_proc import GatewayProcess
+from tests.support.mqtt import publish_pipelined
 from tests.support.servers import Mosquitto
 from tests.support.strict_lineprotocol import parse_lines
 
@@ -330,20 +329,6 @@ def expected_rows(new_readings: Iterable[tuple[int, Reading]]) -> Expected:
     return Expected(exact, received, offsets)
 
 
-def publish_all(broker: Mosquitto, messages: Sequence[tuple[str, bytes]]) -> None:
-    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, "fuzz-pub", protocol=mqtt.MQTTv5)
-    publisher.connect(broker.host, broker.port)
-    publisher.loop_start()
-    try:
-        infos = [publisher.publish(topic, payload, qos=1) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(30)
-            assert info.is_published()
-    finally:
-        publisher.disconnect()
-        publisher.loop_stop()
-
-
 @pytest.mark.integration
 def test_fuzzed_corpus_through_a_running_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
     corpus = make_corpus(SEED, CORPUS)
@@ -357,7 +342,7 @@ def test_fuzzed_corpus_through_a_running_gateway(tmp_path: Path, mosquitto: Mosq
     gateway = GatewayProcess(tmp_path / "gw", env, config=DEVICES_CONFIG).start()
     try:
         published_from = time.time_ns()
-        publish_all(mosquitto, corpus)
+        publish_pipelined(mosquitto, corpus, "fuzz-pub")
         acknowledged = gateway.wait_for("gateway_messages_acknowledged", len(corpus), timeout_s=60)
         # What the gateway should have made of them, by the same code in process.
         predicted = Checker(config_for(tmp_path / "unused.db"))

@@ -28,9 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config.schema import GatewayConfig, SqliteConfig, ValidationConfig, load_config
 from gateway.ingest.ingestor import Ingestor
@@ -38,7 +36,7 @@ from gateway.model import RawMessage, Reading
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
 from tests.support.gateway_proc import ROOT, GatewayProcess
-from tests.support.mqtt import MqttTap
+from tests.support.mqtt import MqttTap, publish_pipelined
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.strict_lineprotocol import parse_lines
 
@@ -216,20 +214,6 @@ def test_newline_in_a_device_id_is_rejected_even_with_a_permissive_pattern(tmp_p
 # --- through Mosquitto, a gateway process, VictoriaMetrics and SQLite ----------------------------------------------
 
 
-def publish(broker: Mosquitto, cases: list[Case]) -> None:
-    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, "ids-pub", protocol=mqtt.MQTTv5)
-    publisher.connect(broker.host, broker.port)
-    publisher.loop_start()
-    try:
-        infos = [publisher.publish(case.topic, case.payload, qos=1) for case in cases]
-        for info in infos:
-            info.wait_for_publish(30)
-            assert info.is_published()
-    finally:
-        publisher.disconnect()
-        publisher.loop_stop()
-
-
 def vm_series_name(field: str) -> str:
     return f"{MEASUREMENT}_{field}"
 
@@ -256,7 +240,7 @@ def run_gateway(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics)
             env["GATEWAY_VALIDATION__DEVICE_ID_PATTERN"] = pattern
         with MqttTap(mosquitto, "gateway/deadletter/#", "ids-deadletters") as tap:
             with GatewayProcess(tmp_path / "gw", env, config=DEVICES_CONFIG) as gateway:
-                publish(mosquitto, cases)
+                publish_pipelined(mosquitto, [(case.topic, case.payload) for case in cases], "ids-pub")
                 gateway.wait_for("gateway_messages_acknowledged", len(cases), timeout_s=30)
                 for sink in ("influx", "sqlite"):
                     gateway.wait_for(f'gateway_readings_stored{{sink="{sink}"}}', expect_stored, timeout_s=30)

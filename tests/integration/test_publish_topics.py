@@ -6,19 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
 
 from gateway.journal.store import Journal
 from tests.support.gateway_proc import publish, run_cli, sqlite_gateway, sqlite_rows
+from tests.support.messages import native_messages
 from tests.support.servers import Mosquitto
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _reading(device: str, n: int) -> tuple[str, bytes]:
-    return f"devices/{device}/telemetry", orjson.dumps({"id": f"{device}-{n}", "metrics": {"t": n}})
 
 
 @pytest.mark.parametrize(
@@ -50,7 +46,7 @@ def test_a_dead_letter_that_cannot_be_published_costs_that_message_not_the_sessi
     journal.close()
 
     with sqlite_gateway(workdir, mosquitto.url, "gw-bad-topic") as gateway:
-        publish(mosquitto.url, [_reading("sensor-1", n) for n in range(100)])
+        publish(mosquitto.url, native_messages("sensor-1", 100))
         wait_until(lambda: sqlite_rows(workdir / "gateway.db") >= 100, 30, "100 readings stored", gateway.log_tail)
         log = gateway.wait_for_log("cannot publish to 'gateway/dl/+/sensor-1'", 10)
         assert "kept in the journal as rejected" in log
@@ -59,7 +55,7 @@ def test_a_dead_letter_that_cannot_be_published_costs_that_message_not_the_sessi
         assert metrics["gateway_broker_connected"] == 1
         assert gateway.readyz() == (200, "ready")
         # The session is alive: a message published now is still received.
-        publish(mosquitto.url, [_reading("sensor-1", 100)])
+        publish(mosquitto.url, native_messages("sensor-1", 1, start=100))
         wait_until(lambda: sqlite_rows(workdir / "gateway.db") == 101, 15, "reading 101 stored", gateway.log_tail)
     listing = run_cli(["deadletter", "list", "--config", str(workdir / "gateway.yaml")], workdir)
     assert "publish_failed" in listing.stdout, listing.stdout + listing.stderr
@@ -76,7 +72,7 @@ def test_the_gateway_never_ingests_its_own_dead_letters(tmp_path: Path, mosquitt
         assert gateway.wait_for("gateway_deadletters_published", 1, 15) == 1
         # The dead letter comes back on the broad subscription: acknowledged and ignored, not rejected again.
         assert gateway.wait_for('gateway_messages_ignored{reason="own_output"}', 1, 15) == 1
-        publish(mosquitto.url, [_reading("sensor-1", n) for n in range(10)])
+        publish(mosquitto.url, native_messages("sensor-1", 10))
         wait_until(lambda: sqlite_rows(workdir / "gateway.db") == 10, 15, "10 readings stored", gateway.log_tail)
         metrics = gateway.metrics()
         assert metrics['gateway_messages_rejected{reason="malformed_json"}'] == 1

@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import orjson
 import pytest
 
 from gateway.pipeline import FAILURE_SHUTDOWN_S
 from tests.support.gateway_proc import GatewayProcess, publish, sqlite_gateway, sqlite_rows
+from tests.support.messages import native_messages
 from tests.support.servers import Mosquitto
 from tests.support.waits import wait_until
 
@@ -43,13 +43,6 @@ def _failing(self, raw):
 
 gateway.pipeline.Pipeline._on_message = _failing
 """
-
-
-def _readings(device: str, count: int, start: int = 0) -> list[tuple[str, bytes]]:
-    return [
-        (f"devices/{device}/telemetry", orjson.dumps({"id": f"{device}-{n}", "metrics": {"t": n}}))
-        for n in range(start, start + count)
-    ]
 
 
 class ReadinessWatch(threading.Thread):
@@ -93,7 +86,11 @@ def test_a_thread_that_dies_makes_the_gateway_unready_and_exit_and_a_restart_los
 ) -> None:
     workdir = tmp_path / "gw"
     db = workdir / "gateway.db"
-    messages = [*_readings("sensor-1", 100), *_readings("boom", 1), *_readings("sensor-1", 100, start=100)]
+    messages = [
+        *native_messages("sensor-1", 100),
+        *native_messages("boom", 1),
+        *native_messages("sensor-1", 100, start=100),
+    ]
     gateway = sqlite_gateway(workdir, mosquitto.url, f"gw-supervised-{thread}")
     gateway.preamble = fault
     with gateway:
