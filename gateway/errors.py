@@ -8,6 +8,8 @@ GatewayError
       +-- PermanentSinkError   the store refused the data itself (4xx other than 429)
  +-- DemoError            `gateway demo` or `gateway query` cannot go on; carries the exit status
  +-- ReplayError          `gateway deadletter replay` cannot go on (a sink stays down, the journal fails)
+ +-- JournalError         the journal cannot be written (disk full, I/O error) or salvaged
+ +-- SnapshotError        saved alert engine state that cannot be read back
 
 Library exceptions (paho, urllib3, sqlite3) are translated into these at the adapter's edge.
 """
@@ -64,3 +66,11 @@ class DemoError(GatewayError):
 
 class ReplayError(GatewayError):
     """`gateway deadletter replay` stopped; what was replayed before is already out of the journal."""
+
+
+class JournalError(GatewayError):
+    """The journal cannot be written (disk full, I/O error), or is damaged beyond salvage."""
+
+
+class SnapshotError(GatewayError):
+    """Saved alert engine state cannot be restored (damaged, or written by an incompatible version)."""

@@ -32,6 +32,6 @@ Public API: `load_rules`, `parse_rules`, `RuleSet`, `AlertEngine`, `Alert`, `Tra
 from gateway.alerts.alert import Alert, Transition
 from gateway.alerts.engine import AlertEngine
 from gateway.alerts.rules import RuleSet, load_rules, parse_rules
-from gateway.alerts.state import SnapshotError
+from gateway.errors import SnapshotError
 
 __all__ = ["Alert", "AlertEngine", "RuleSet", "SnapshotError", "Transition", "load_rules", "parse_rules"]

@@ -31,23 +31,15 @@ from gateway.config.schema import ALERTS_MEASUREMENT, AlertsConfig
 from gateway.errors import ConfigError
 from gateway.ingest import topics
 from gateway.ingest.sequence import SequenceEvent
-from gateway.model import FieldValue, Reading
+from gateway.model import FieldValue, OutgoingMessage, Reading
 
 log = logging.getLogger(__name__)
 _OWN_TAGS = ("rule", "severity", "kind")
 
 
-class Notification(NamedTuple):
-    """An MQTT message to publish from the journal: topic, payload, retain."""
-
-    topic: str
-    payload: bytes
-    retain: bool
-
-
 class AlertOutputs(NamedTuple):
     points: list[Reading]  # the `alerts` measurement, for every sink
-    notifications: list[Notification]
+    notifications: list[OutgoingMessage]  # published from the journal
 
 
 class AlertStage:
@@ -118,7 +110,7 @@ class AlertStage:
 
     def outputs(self, alerts: Iterable[Alert]) -> AlertOutputs:
         points: list[Reading] = []
-        notifications: list[Notification] = []
+        notifications: list[OutgoingMessage] = []
         for alert in alerts:
             if not alert.notify:
                 continue
@@ -128,10 +120,10 @@ class AlertStage:
             topic = topics.fill_template(self._config.topic, {"device": alert.device, "rule": alert.rule})
             body = alert_json(alert)
             if alert.transition == "resolved":
-                notifications.append(Notification(topic, body, False))
-                notifications.append(Notification(topic, b"", True))  # clears the retained firing message
+                notifications.append(OutgoingMessage(topic, body, retain=False))
+                notifications.append(OutgoingMessage(topic, b"", retain=True))  # clears the retained firing message
             else:
-                notifications.append(Notification(topic, body, True))
+                notifications.append(OutgoingMessage(topic, body, retain=True))
             log.warning(
                 "alert %s %s on %s (severity %s, value %s, threshold %s, reading %s)",
                 alert.rule,

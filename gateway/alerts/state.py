@@ -26,13 +26,9 @@ from gateway.alerts.alert import Alert
 from gateway.alerts.rules import AnyRule, RuleSet, fingerprint
 from gateway.alerts.runtime import FIRING, Episode, Machine
 from gateway.alerts.watches import DeadmanMachine
-from gateway.errors import GatewayError
+from gateway.errors import SnapshotError
 
 VERSION = 1
-
-
-class SnapshotError(GatewayError):
-    """The bytes are not a snapshot this version can read."""
 
 
 def snapshot(machines: Mapping[str, Machine]) -> bytes:

@@ -30,12 +30,12 @@ def key_for(reading: Reading) -> DedupKey:
 
 def delivery_key(raw: RawMessage) -> DedupKey | None:
     """(marker, "<packet id>:<hash of topic and payload>") for a QoS 1 message; None for QoS 0 (never resent)."""
-    if raw.ack_token is None:
+    if raw.delivery_slot is None:
         return None
     digest = hashlib.blake2b(raw.topic.encode(), digest_size=8)
     digest.update(b"\0")
     digest.update(raw.payload)
-    return (DELIVERY_MARKER, f"{raw.ack_token[1]}:{digest.hexdigest()}")
+    return (DELIVERY_MARKER, f"{raw.delivery_slot}:{digest.hexdigest()}")
 
 
 class DedupWindow:

@@ -6,30 +6,8 @@ A message is acknowledged to the broker once the chunk holding what it produced 
 on the journal, not the broker, owns it. Sinks read the outbox from their own cursor, so one slow or failing
 sink delays no other. Rows every sink has stored are deleted.
 
-Schema:
-    outbox(seq INTEGER PRIMARY KEY, readings BLOB, bytes INTEGER)   -- one row a chunk; readings as JSON arrays
-    cursors(sink TEXT PRIMARY KEY, upto INTEGER)                    -- highest seq the sink has stored
-    dedup(seq INTEGER PRIMARY KEY, seen_ns INTEGER, n INTEGER, keys BLOB)  -- a chunk's (device, reading id)s
-                  and delivery keys (gateway/ingest/dedup.py)
-    deadletters(seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB, retain INTEGER)  -- MQTT messages to
-                  publish (dead letters, alert notifications) until the broker acknowledged them
-    alert_state(id INTEGER PRIMARY KEY CHECK (id = 1), snapshot BLOB)  -- the alert engine's state
-    rejected(seq INTEGER PRIMARY KEY, received_ns INTEGER, reason TEXT, detail TEXT, topic TEXT, device TEXT,
-             measurement TEXT, payload BLOB, payload_bytes INTEGER, truncated INTEGER)
-    outbox_sizes(seq INTEGER PRIMARY KEY, readings INTEGER)         -- how many readings each outbox chunk holds
-
-`rejected` keeps every rejected message (and every reading a store refused) for `gateway deadletter list` and
-`replay` (gateway/tools/replay.py), written in the same commit as the rest of its chunk. At most `max_rejected` rows:
-the oldest are dropped first and counted. `payload` is the original payload, or only its first bytes when it was
-larger than validation.max_payload_bytes (`truncated` = 1: such a message cannot be replayed). `measurement` is
-set only for a reading a store refused (its payload is then that reading, deadletter.reading_payload).
-`dedup.seq` is its own sequence (not the outbox's), so `gateway deadletter replay` can add keys while the
-gateway runs. `alert_state` is replaced in the commit that carries the notifications that changed it.
-
-`outbox_sizes` repeats each chunk's reading count in rows small enough that one page holds hundreds: when a damaged
-page takes an outbox row (or the end of its blob, which spans many pages), the salvage still knows how many
-acknowledged readings were lost (gateway/journal/salvage.py). One process at a time owns the journal
-(gateway/journal/lock.py); a journal SQLite finds damaged at start is salvaged into a new one, never fatal.
+The tables, and opening (and salvaging) the file: gateway/journal/schema.py; the sinks' read side:
+gateway/journal/outbox.py.
 """
 
 from __future__ import annotations
@@ -39,39 +17,18 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
-import orjson
-
-from gateway.errors import GatewayError
-from gateway.journal import salvage as journal_salvage
+from gateway.errors import JournalError
 from gateway.journal.lock import JournalLock
-from gateway.journal.salvage import SalvageReport, decode_readings
-from gateway.model import Reading, Rejection
+from gateway.journal.outbox import OutboxReader, encode
+from gateway.journal.salvage import decode_readings
+from gateway.journal.schema import add_dedup_keys, dedup_keys_since, open_database
+from gateway.model import OutgoingMessage, Reading, Rejection
 from gateway.reasons import Reason
-from gateway.sqlitedb import open_wal
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, readings BLOB NOT NULL, bytes INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, upto INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS dedup (
-    seq INTEGER PRIMARY KEY, seen_ns INTEGER NOT NULL, n INTEGER NOT NULL, keys BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deadletters (
-    seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, retain INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS alert_state (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS rejected (
-    seq INTEGER PRIMARY KEY, received_ns INTEGER NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
-    topic TEXT NOT NULL, device TEXT, measurement TEXT,
-    payload BLOB NOT NULL, payload_bytes INTEGER NOT NULL, truncated INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox_sizes (seq INTEGER PRIMARY KEY, readings INTEGER NOT NULL);
-"""
 
 DEFAULT_MAX_REJECTED = 100_000
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -81,115 +38,6 @@ _INSERT_REJECTED = (
     "INSERT INTO rejected (received_ns, reason, detail, topic, device, measurement, payload, payload_bytes, truncated)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-class JournalError(GatewayError):
-    """The journal cannot be written (disk full, I/O error)."""
-
-
-class OutboxChunk(NamedTuple):
-    seq: int
-    readings: list[Reading]
-
-
-class PendingDeadLetter(NamedTuple):
-    """An MQTT message the journal holds until the broker acknowledges it: a dead letter or a notification."""
-
-    seq: int
-    topic: str
-    payload: bytes
-    retain: bool = False
-
-
-def _encode(readings: Sequence[Reading]) -> bytes:
-    return orjson.dumps([list(r) for r in readings])
-
-
-def _decode(blob: bytes) -> list[Reading]:
-    return [Reading(*row) for row in orjson.loads(blob)]
-
-
-def open_database(path: Path) -> tuple[sqlite3.Connection, SalvageReport | None]:
-    """Open (or create) the journal. One SQLite finds damaged is salvaged: what can be read goes into a new
-    journal, the damaged file is kept beside it, and the gateway starts (a damaged journal never crash-loops)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    journal_salvage.finish_interrupted_salvage(path)
-    damage = find_damage(path)
-    if damage is None:
-        try:
-            return _open(path), None
-        except sqlite3.DatabaseError as exc:
-            if not _is_damage(exc):
-                raise
-            damage = str(exc)  # damage the check did not see
-    log.error("journal %s is damaged (%s); salvaging what can be read into a new journal", path, damage[:300])
-    try:
-        report = journal_salvage.salvage(path, damage, SCHEMA, _open)
-    except (OSError, sqlite3.Error) as exc:  # the new journal cannot be written: the damaged one stays as it is
-        raise JournalError(f"journal {path} is damaged and cannot be salvaged: {exc}") from exc
-    (log.error if sum(report.lost.values()) else log.warning)(
-        "journal %s: %s; the damaged file is kept as %s", path, report.summary(), report.kept_as
-    )
-    return _open(path), report
-
-
-def find_damage(path: Path) -> str | None:
-    """None when the journal is absent or SQLite finds it sound, else what `PRAGMA quick_check` (which checks
-    every page of every table) found."""
-    if not path.exists():
-        return None
-    try:
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            answer = [str(row[0]) for row in conn.execute("PRAGMA quick_check(20)")]
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        if not _is_damage(exc):
-            raise  # a file that cannot be opened or read (permissions, I/O) is not salvaged: nothing is moved
-        return str(exc)
-    return None if answer == ["ok"] else " ".join(" ".join(answer).split())
-
-
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """SQLite's own words for a damaged file: "database disk image is malformed", "file is not a database"."""
-    return (exc.sqlite_errorname or "").startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    conn = open_wal(path, SCHEMA)
-    try:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(deadletters)")}
-        if "retain" not in columns:  # a journal written before alert notifications existed
-            conn.execute("ALTER TABLE deadletters ADD COLUMN retain INTEGER NOT NULL DEFAULT 0")
-    except sqlite3.DatabaseError:
-        conn.close()
-        raise
-    return conn
-
-
-def dedup_keys_since(conn: sqlite3.Connection, since_ns: int) -> Iterator[tuple[tuple[str, str], int]]:
-    """Keys seen since `since_ns`, oldest first, with when they were seen. A row damaged in a way SQLite cannot
-    see (bytes changed inside a value) is skipped: it costs duplicate detection for its keys, not the start."""
-    rows = conn.execute("SELECT seq, seen_ns, keys FROM dedup WHERE seen_ns >= ? ORDER BY seq", (since_ns,))
-    for seq, seen_ns, blob in rows:
-        try:
-            keys = [(device, reading_id) for device, reading_id in orjson.loads(blob)]
-        except (orjson.JSONDecodeError, TypeError, ValueError):
-            log.error("journal: dedup row %d is damaged; its keys are skipped", seq)
-            continue
-        for key in keys:
-            yield key, seen_ns
-
-
-def add_dedup_keys(
-    conn: sqlite3.Connection, readings: Sequence[Reading], seen_ns: int, extra: Sequence[tuple[str, str]] = ()
-) -> None:
-    """One row a chunk, not a row a reading: a B-tree insert per reading halved the throughput. `extra`: keys
-    that are not a reading's (the delivery keys of gateway/ingest/dedup.py)."""
-    keys = [(r.device, r.reading_id) for r in readings]
-    keys.extend(extra)
-    conn.execute("INSERT INTO dedup (seen_ns, n, keys) VALUES (?, ?, ?)", (seen_ns, len(keys), orjson.dumps(keys)))
 
 
 class Journal:
@@ -272,18 +120,18 @@ class Journal:
     def commit(
         self,
         readings: Sequence[Reading],
-        deadletters: Sequence[tuple[str, bytes]],
+        outgoing: Sequence[OutgoingMessage],
         rejected: Sequence[Rejection] = (),
-        notifications: Sequence[tuple[str, bytes, bool]] = (),
         alert_state: bytes | None = None,
         delivery_keys: Sequence[tuple[str, str]] = (),
-    ) -> tuple[int, list[PendingDeadLetter], int]:
-        """One transaction: the chunk's readings, their dedup keys, its dead-letter records, its rejected
-        messages. Returns the chunk's outbox seq (or the last one when there were no readings), the dead letters
-        with ids, and how many rejected messages were dropped to keep `max_rejected`."""
+    ) -> tuple[int, list[OutgoingMessage], int]:
+        """One transaction: the chunk's readings, their dedup keys, the messages to publish (dead-letter records,
+        notifications), its rejected messages. Returns the chunk's outbox seq (or the last one when there were no
+        readings), the messages to publish with their ids, and how many rejected messages were dropped to keep
+        `max_rejected`."""
         conn = self._conn
-        blob = _encode(readings) if readings else b""
-        pending: list[PendingDeadLetter] = []
+        blob = encode(readings) if readings else b""
+        pending = [m._replace(id=self._next_deadletter + i) for i, m in enumerate(outgoing)]
         rows, dropped, data_version = self.rejected_rows, 0, self._data_version
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -293,12 +141,9 @@ class Journal:
                 conn.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, blob, len(blob)))
                 conn.execute("INSERT INTO outbox_sizes VALUES (?, ?)", (seq, len(readings)))
                 add_dedup_keys(conn, readings, time.time_ns(), delivery_keys)
-            for topic, payload in deadletters:
-                pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload))
-            for topic, payload, retain in notifications:
-                pending.append(PendingDeadLetter(self._next_deadletter + len(pending), topic, payload, retain))
             if pending:
-                conn.executemany("INSERT INTO deadletters VALUES (?, ?, ?, ?)", pending)
+                rows_out = [(m.id, m.topic, m.payload, m.retain) for m in pending]
+                conn.executemany("INSERT INTO deadletters VALUES (?, ?, ?, ?)", rows_out)
             if alert_state is not None:
                 conn.execute("INSERT OR REPLACE INTO alert_state VALUES (1, ?)", (alert_state,))
             if rejected:
@@ -381,9 +226,10 @@ class Journal:
             raise
         self.rejected_rows, self._data_version = rows, data_version
 
-    def pending_deadletters(self) -> list[PendingDeadLetter]:
+    def pending_outgoing(self) -> list[OutgoingMessage]:
+        """Messages committed for publishing that the broker has not confirmed (re-sent at start-up)."""
         rows = self._conn.execute("SELECT seq, topic, payload, retain FROM deadletters ORDER BY seq").fetchall()
-        return [PendingDeadLetter(seq, topic, payload, bool(retain)) for seq, topic, payload, retain in rows]
+        return [OutgoingMessage(topic, payload, bool(retain), seq) for seq, topic, payload, retain in rows]
 
     def alert_state(self) -> bytes | None:
         row = self._conn.execute("SELECT snapshot FROM alert_state WHERE id = 1").fetchone()
@@ -426,37 +272,3 @@ class Journal:
     def close(self) -> None:
         self._conn.close()
         self._lock.release()
-
-
-class OutboxReader:
-    """A sink's own read connection: WAL lets it read while the journal thread writes."""
-
-    def __init__(self, path: Path, on_damaged: Callable[[int, int | None, int], None] = lambda *_: None) -> None:
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._on_damaged = on_damaged
-
-    def chunks_after(self, seq: int, max_readings: int) -> list[OutboxChunk]:
-        """Chunks after `seq`, in order, until about `max_readings` readings (at least one chunk)."""
-        chunks: list[OutboxChunk] = []
-        count = 0
-        for chunk_seq, blob in self._conn.execute(
-            "SELECT seq, readings FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, max_readings)
-        ):
-            try:
-                readings = _decode(blob)
-            except (orjson.JSONDecodeError, TypeError, ValueError):
-                readings = self._salvage(chunk_seq, blob)
-            if chunks and count + len(readings) > max_readings:
-                break
-            chunks.append(OutboxChunk(chunk_seq, readings))
-            count += len(readings)
-        return chunks
-
-    def _salvage(self, seq: int, blob: bytes) -> list[Reading]:
-        readings, _whole = decode_readings(blob)
-        row = self._conn.execute("SELECT readings FROM outbox_sizes WHERE seq = ?", (seq,)).fetchone()
-        self._on_damaged(seq, None if row is None else int(row[0]), len(readings))
-        return readings
-
-    def close(self) -> None:
-        self._conn.close()

@@ -1,26 +1,36 @@
-"""The journal's only writer thread: group-commits chunks of messages, then releases their acknowledgements."""
+"""The journal's only writer thread: group-commits chunks of messages, then releases their acknowledgements.
+
+Its queue is bounded (MAX_QUEUED_CHUNKS): the ingest stage stops reading before it would fill it (`has_room`),
+and any other producer (self-metrics, readings a store refused) waits for room. Cursor moves from the sinks are
+kept as one value a sink, so they take no room however often they come.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from gateway.errors import JournalError
 from gateway.ingest.dedup import DedupKey
-from gateway.journal.store import Journal, JournalError, OutboxChunk, OutboxReader
-from gateway.model import Reading, Rejection
+from gateway.journal.outbox import OutboxChunk, OutboxReader
+from gateway.journal.store import Journal
+from gateway.model import AckToken, OutgoingMessage, Reading, Rejection
 from gateway.retry import Backoff
 from gateway.runtime import Spawn, plain_thread
-from gateway.sources.mqtt import AckToken, MqttSource
+from gateway.sources.base import Source
 from gateway.telemetry.metrics import Stats
 
 log = logging.getLogger(__name__)
 
-MAX_CHUNKS_AWAITING_COMMIT = 64
+MAX_CHUNKS_AWAITING_COMMIT = 64  # committed in one transaction at most
+# Chunks waiting for the journal thread. A chunk holds at least one message or one reading, and the ingest
+# stage stops reading at mqtt.max_messages_in_memory uncommitted messages, so this is seldom what binds.
+MAX_QUEUED_CHUNKS = 4096
 _DEDUP_TRIM_INTERVAL_S = 30.0
 
 
@@ -28,10 +38,9 @@ class Chunk(NamedTuple):
     """What one read burst produced, committed to the journal in one transaction."""
 
     readings: list[Reading]
-    deadletters: list[tuple[str, bytes]]  # (topic, record)
+    outgoing: list[OutgoingMessage]  # dead-letter records and alert notifications, published once committed
     tokens: list[AckToken | None]  # one per message, rejected and duplicate ones included
     rejected: list[Rejection]  # kept in the journal for `gateway deadletter replay`
-    notifications: list[tuple[str, bytes, bool]]  # alert messages to publish: (topic, payload, retain)
     alert_state: bytes | None = None  # the alert engine's state after this chunk, when it changed
     delivery_keys: Sequence[DedupKey] = ()  # of messages whose readings have no device time (gateway/ingest/dedup.py)
 
@@ -42,7 +51,7 @@ class JournalWriter:
     def __init__(
         self,
         journal: Journal,
-        source: MqttSource,
+        source: Source,
         stats: Stats,
         dedup_window_s: float,
         dedup_entries: int,
@@ -51,15 +60,16 @@ class JournalWriter:
     ) -> None:
         self.journal = journal
         self._max_bytes = max_bytes
-        self.backpressure = False
-        self.backpressure_since = 0.0  # time.monotonic() when the journal filled, while it is full
+        self.full_since: float | None = None  # time.monotonic() when the journal filled, while it is full
         self.committed_messages = 0
         self._source = source
         self._stats = stats
         self._dedup_window_ns = int(dedup_window_s * 1e9)
         self._dedup_entries = dedup_entries
-        self._chunks: queue.Queue[Chunk | None] = queue.Queue()
-        self._ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake = threading.Condition()  # guards the three below
+        self._chunks: deque[Chunk] = deque()
+        self._ops: deque[Callable[[], None]] = deque()
+        self._stored_upto: dict[str, int] = {}  # sink -> newest cursor it asked for, not yet written
         self.committed = threading.Condition()
         self.failed: str | None = None
         self._listeners: list[Callable[[OutboxChunk], None]] = []  # told of each chunk of readings committed
@@ -86,53 +96,77 @@ class JournalWriter:
         return self.journal.cursor(sink)
 
     def stored(self, sink: str, upto: int) -> None:
-        self.call(functools.partial(self.journal.stored, sink, upto))
+        """`sink` has stored everything up to `upto`: its cursor moves on the journal thread."""
+        with self._wake:
+            self._stored_upto[sink] = max(upto, self._stored_upto.get(sink, 0))
+            self._wake.notify()
+
+    @property
+    def backpressure(self) -> bool:
+        """The journal is full (journal.max_bytes): nothing is committed, so nothing acknowledged."""
+        return self.full_since is not None
 
     @property
     def backlog(self) -> int:
-        return self._chunks.qsize()
+        return len(self._chunks)
+
+    def has_room(self) -> bool:
+        return len(self._chunks) < MAX_QUEUED_CHUNKS
 
     def put(self, chunk: Chunk) -> None:
-        self._chunks.put(chunk)
+        """Queue `chunk` for the next commit; waits while the queue is full (see the module's docstring)."""
+        with self._wake:
+            while len(self._chunks) >= MAX_QUEUED_CHUNKS and not self._closing:
+                self._wake.wait(0.1)
+            self._chunks.append(chunk)
+            self._wake.notify_all()
+
+    def published(self, confirmed: list[int], failed: list[tuple[int, str]]) -> None:
+        """The source confirmed these outgoing messages (they leave the journal), and can never publish those
+        (they move to the rejected table, reason publish_failed)."""
+        if confirmed:
+            self.call(functools.partial(self.journal.deadletter_confirmed, confirmed))
+        if failed:
+            self.call(functools.partial(self.journal.deadletter_failed, failed))
 
     def call(self, op: Callable[[], None]) -> None:
-        """Run `op` on the journal thread (cursor moves, confirmed dead letters)."""
-        self._ops.put(op)
-        self._chunks.put(None)  # wakes the thread; None is no chunk
+        """Run `op` on the journal thread (confirmed and failed publishes)."""
+        with self._wake:
+            self._ops.append(op)
+            self._wake.notify()
 
     def close(self) -> None:
-        self._closing = True
-        self._chunks.put(None)
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
         self._thread.join(30)
 
     def _run(self) -> None:
         last_trim = time.monotonic()
         while True:
-            first = self._chunks.get()
+            with self._wake:
+                while not (self._chunks or self._ops or self._stored_upto or self._closing):
+                    self._wake.wait()
+                batch = [self._chunks.popleft() for _ in range(min(len(self._chunks), MAX_CHUNKS_AWAITING_COMMIT))]
+                closing = self._closing and not self._chunks
+                self._wake.notify_all()  # a producer waiting for room
             self._run_ops()
-            batch = [first] if first is not None else []
-            while len(batch) < MAX_CHUNKS_AWAITING_COMMIT:
-                try:
-                    more = self._chunks.get_nowait()
-                except queue.Empty:
-                    break
-                if more is not None:
-                    batch.append(more)
             if batch:
                 self._commit(batch)
             if time.monotonic() - last_trim > _DEDUP_TRIM_INTERVAL_S:
                 last_trim = time.monotonic()
                 self.journal.trim_dedup(time.time_ns() - self._dedup_window_ns, self._dedup_entries)
-            if self._closing and self._chunks.empty():
+            if closing:
                 self._run_ops()
                 return
 
     def _run_ops(self) -> None:
-        while True:
-            try:
-                op = self._ops.get_nowait()
-            except queue.Empty:
-                return
+        with self._wake:
+            ops, self._ops = self._ops, deque()
+            stored, self._stored_upto = self._stored_upto, {}
+        for sink, upto in stored.items():
+            self.journal.stored(sink, upto)
+        for op in ops:
             op()
 
     def _wait_for_room(self) -> None:
@@ -140,8 +174,7 @@ class JournalWriter:
         sending once receive_maximum messages are unacknowledged, and keeps the rest in the session."""
         if self.journal.outbox_bytes < self._max_bytes:
             return
-        self.backpressure_since = time.monotonic()
-        self.backpressure = True
+        self.full_since = time.monotonic()
         log.warning(
             "journal holds %d bytes of unstored readings (journal.max_bytes=%d): not acknowledging until the "
             "sinks catch up; the broker keeps the messages",
@@ -150,25 +183,24 @@ class JournalWriter:
         )
         while self.journal.outbox_bytes >= self._max_bytes and not self._closing:
             self._run_ops()  # the sinks' cursor moves are what frees space
-            time.sleep(0.05)
-        self.backpressure = False
+            with self._wake:
+                if not (self._stored_upto or self._ops or self._closing):
+                    self._wake.wait(0.5)
+        self.full_since = None
         log.info("journal below journal.max_bytes again: acknowledging resumes")
 
     def _commit(self, batch: list[Chunk]) -> None:
         self._wait_for_room()
         readings = [r for chunk in batch for r in chunk.readings]
-        records = [d for chunk in batch for d in chunk.deadletters]
+        outgoing = [m for chunk in batch for m in chunk.outgoing]
         rejected = [r for chunk in batch for r in chunk.rejected]
-        notifications = [n for chunk in batch for n in chunk.notifications]
         alert_state = next((c.alert_state for c in reversed(batch) if c.alert_state is not None), None)
         delivery_keys = [k for chunk in batch for k in chunk.delivery_keys]
         backoff = Backoff(0.1, 5.0)
         started = time.perf_counter()
         while True:
             try:
-                seq, pending, dropped = self.journal.commit(
-                    readings, records, rejected, notifications, alert_state, delivery_keys
-                )
+                seq, pending, dropped = self.journal.commit(readings, outgoing, rejected, alert_state, delivery_keys)
                 break
             except JournalError as exc:
                 # Nothing of this batch is acknowledged; the broker keeps it. Disk full usually passes.

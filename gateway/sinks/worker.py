@@ -11,7 +11,7 @@ from typing import Protocol
 
 from gateway.config.schema import RESERVED_MEASUREMENTS, BatchingConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
-from gateway.journal.store import OutboxChunk, OutboxReader
+from gateway.journal.outbox import OutboxChunk, OutboxReader
 from gateway.model import Reading
 from gateway.retry import Backoff
 from gateway.runtime import Spawn, plain_thread

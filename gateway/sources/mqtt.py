@@ -1,4 +1,5 @@
-"""The MQTT session: connect, subscribe, receive, acknowledge late, reconnect. paho-mqtt driven by our own loop.
+"""The MQTT source (gateway/sources/base.py's `Source`): connect, subscribe, receive, acknowledge late, reconnect,
+and publish the gateway's own messages at QoS 1. paho-mqtt driven by our own loop.
 
 We drive paho through its external-loop API (`loop_read` / `loop_write` / `loop_misc`) instead of
 `loop_start()`: every call into paho then happens on this one thread (paho's socket writes are not
@@ -16,7 +17,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,13 +27,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config.schema import MqttConfig
-from gateway.journal.store import PendingDeadLetter
-from gateway.model import RawMessage
+from gateway.model import AckToken, OutgoingMessage, RawMessage
 from gateway.retry import Backoff
+from gateway.sources.base import Consumer
 
 log = logging.getLogger(__name__)
 
-AckToken = tuple[int, int]  # (connection generation, packet id)
+MqttAckToken = tuple[int, int]  # (connection generation, packet id)
 _BURST_MAX = 2000  # messages read before the pipeline gets a chunk and acks get a turn
 _READ_SIZE = 1 << 16
 _PUBACK = 0x40
@@ -80,31 +81,22 @@ class _BufferedClient(mqtt.Client):
 
 
 class MqttSource:
-    """Owns the paho client. `run()` is the network thread; `release()` may be called from any thread."""
+    """Owns the paho client. `run()` is the network thread; the other public methods may be called from any."""
 
-    def __init__(
-        self,
-        config: MqttConfig,
-        topic_filters: list[str],
-        on_message: Callable[[RawMessage], None],
-        on_burst_end: Callable[[], None],
-        can_read: Callable[[], bool] = lambda: True,
-        on_published: Callable[[list[int], list[tuple[int, str]]], None] = lambda _ids, _failed: None,
-    ) -> None:
+    name = "mqtt"
+
+    def __init__(self, config: MqttConfig, topic_filters: list[str]) -> None:
         self._config = config
         self._filters = [f"$share/{config.shared_group}/{f}" if config.shared_group else f for f in topic_filters]
-        self._on_message = on_message
-        self._on_burst_end = on_burst_end
-        self._can_read = can_read
-        self._on_published = on_published
-        self._outgoing: deque[PendingDeadLetter] = deque()  # (caller's id, topic, payload, retain)
-        self._publishing: dict[int, int] = {}  # packet id -> caller's id, until the broker's PUBACK
+        self._consumer: Consumer | None = None  # set by run(), before the first callback
+        self._outgoing: deque[OutgoingMessage] = deque()
+        self._publishing: dict[int, int] = {}  # packet id -> the message's id, until the broker's PUBACK
         self._published: list[int] = []
         self._generation = 0
         self._skip_retained = False
         self._connected = threading.Event()
         self._received = 0
-        self._acks: deque[AckToken] = deque()
+        self._acks: deque[MqttAckToken] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -120,7 +112,7 @@ class MqttSource:
 
     def release(self, tokens: Iterable[AckToken | None]) -> None:
         """Acknowledge these messages (their readings are stored). Thread-safe; sent by the network thread."""
-        self._acks.extend(t for t in tokens if t is not None)
+        self._acks.extend(t for t in tokens if t is not None)  # type: ignore[misc]  # only ours come back
         self._wake()
 
     def interrupt(self) -> None:
@@ -133,15 +125,15 @@ class MqttSource:
             with contextlib.suppress(BlockingIOError):  # already full of wake-ups: fine
                 self._wake_w.send(b"\0")
 
-    def send(self, messages: Iterable[PendingDeadLetter]) -> None:
-        """Publish (id, topic, payload, retain) at QoS 1; `on_published` gets the ids the broker acknowledged,
-        and (id, why) of those that cannot be published at all. Thread-safe; paho keeps unacknowledged ones
-        across reconnects."""
+    def send(self, messages: Iterable[OutgoingMessage]) -> None:
+        """Publish at QoS 1; `on_published` gets the ids the broker acknowledged, and (id, why) of those that
+        cannot be published at all. Thread-safe; paho keeps unacknowledged ones across reconnects."""
         self._outgoing.extend(messages)
         self._wake()
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, consumer: Consumer, stop: threading.Event) -> None:
         """Network loop until `stop` is set and pending acknowledgements are flushed (or the link is down)."""
+        self._consumer = consumer
         backoff = Backoff(self._config.reconnect_min_s, self._config.reconnect_max_s)
         first = True
         while not stop.is_set():
@@ -156,16 +148,16 @@ class MqttSource:
                 log.warning("broker %s unreachable (%s); retrying in %.1f s", self._config.url, exc, delay)
                 stop.wait(delay)
                 continue
-            self._serve(stop, backoff)
+            self._serve(consumer, stop, backoff)
             if not stop.is_set():
                 delay = backoff.next_delay()
                 log.warning("disconnected from broker; reconnecting in %.1f s", delay)
                 stop.wait(delay)
-            if not stop.is_set() and not self._can_read():
+            if not stop.is_set() and not consumer.can_read():
                 # Paused long enough for the keepalive to end the connection (the journal is full): a new
                 # connection would only be flooded again. The broker keeps the messages meanwhile.
                 log.warning("not reconnecting until the gateway can take messages again")
-                while not stop.is_set() and not self._can_read():
+                while not stop.is_set() and not consumer.can_read():
                     stop.wait(0.1)
         self._client.disconnect()
         self._client.loop_write()
@@ -282,38 +274,43 @@ class MqttSource:
 
     def _handle_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._received += 1
-        token = (self._generation, msg.mid) if msg.qos > 0 else None
+        qos1 = msg.qos > 0
+        token = (self._generation, msg.mid) if qos1 else None
         stale = msg.retain and self._skip_retained
-        raw = RawMessage(msg.topic, bytes(msg.payload), msg.qos, time.time_ns(), token, bool(msg.dup), stale)
-        self._on_message(raw)
+        payload = bytes(msg.payload)
+        raw = RawMessage(
+            msg.topic, payload, msg.qos, time.time_ns(), token, bool(msg.dup), stale, msg.mid if qos1 else None
+        )
+        assert self._consumer is not None
+        self._consumer.on_message(raw)
 
     def _handle_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _props: Any) -> None:
-        caller_id = self._publishing.pop(mid, None)
-        if caller_id is not None:
-            self._published.append(caller_id)
+        message_id = self._publishing.pop(mid, None)
+        if message_id is not None:
+            self._published.append(message_id)
 
-    def _send_publishes(self) -> None:
+    def _send_publishes(self, consumer: Consumer) -> None:
         failed: list[tuple[int, str]] = []
         while self._outgoing:
-            caller_id, topic, payload, retain = self._outgoing.popleft()
+            topic, payload, retain, message_id = self._outgoing.popleft()
             try:
                 info = self._client.publish(topic, payload, qos=1, retain=retain)
             except ValueError as exc:  # a topic or payload MQTT cannot carry: this message, never the session
-                failed.append((caller_id, str(exc)))
+                failed.append((message_id, str(exc)))
                 log.error("cannot publish to %r: %s; kept in the journal as rejected", topic[:200], exc)
                 continue
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                failed.append((caller_id, mqtt.error_string(info.rc)))
+                failed.append((message_id, mqtt.error_string(info.rc)))
                 log.error("could not queue a publish to %r: %s", topic[:200], mqtt.error_string(info.rc))
                 continue
-            self._publishing[info.mid] = caller_id
+            self._publishing[info.mid] = message_id
         if self._published or failed:
             confirmed, self._published = self._published, []
-            self._on_published(confirmed, failed)
+            consumer.on_published(confirmed, failed)
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def _serve(self, stop: threading.Event, backoff: Backoff) -> None:
+    def _serve(self, consumer: Consumer, stop: threading.Event, backoff: Backoff) -> None:
         client = self._client
         sock = client.socket()
         if sock is None:
@@ -324,7 +321,7 @@ class MqttSource:
                 self._send_acks()
                 client.loop_write()
                 return
-            reading = self._can_read()
+            reading = consumer.can_read()
             readers = [sock, self._wake_r] if reading else [self._wake_r]
             writers = [sock] if client.want_write() else []
             try:
@@ -338,14 +335,14 @@ class MqttSource:
             if self._wake_r in readable:
                 self._drain_wakeups()
             if sock in readable and reading:
-                rc = self._read_burst()
-                self._on_burst_end()
+                rc = self._read_burst(consumer)
+                consumer.on_burst_end()
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     return
                 if self._connected.is_set():
                     backoff.reset()
             self._send_acks()
-            self._send_publishes()
+            self._send_publishes(consumer)
             if (writable or client.want_write()) and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                 return
             now = time.monotonic()
@@ -353,14 +350,14 @@ class MqttSource:
                 last_misc = now
                 if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                     return
-                self._on_burst_end()  # lets a partial chunk go out on time when traffic is slow
+                consumer.on_burst_end()  # lets a partial chunk go out on time when traffic is slow
             if client.socket() is not sock:
                 return
 
-    def _read_burst(self) -> MQTTErrorCode:
+    def _read_burst(self, consumer: Consumer) -> MQTTErrorCode:
         # loop_read handles one packet a call; keep reading while messages keep coming.
         for _ in range(_BURST_MAX):
-            if not self._can_read():
+            if not consumer.can_read():
                 break
             before = self._received
             rc = self._client.loop_read()

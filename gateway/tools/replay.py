@@ -28,7 +28,7 @@ from gateway.ingest.formats import native
 from gateway.ingest.formats.timestamps import parse_rfc3339
 from gateway.ingest.ingestor import Ingestor
 from gateway.ingest.validate import Validator
-from gateway.journal.store import SCHEMA, add_dedup_keys, dedup_keys_since
+from gateway.journal.schema import SCHEMA, add_dedup_keys, dedup_keys_since
 from gateway.model import RawMessage, Reading
 from gateway.reasons import Reason
 from gateway.retry import Backoff

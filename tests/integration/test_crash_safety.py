@@ -195,6 +195,8 @@ def _unbackfilled_wal_range(journal: Path) -> tuple[int, int]:
     """
     wal = Path(f"{journal}-wal").read_bytes()[:32]
     shm = Path(f"{journal}-shm").read_bytes()[:100]
+    if len(wal) < 32:  # killed before the first commit since the WAL was reset: no frames at all
+        return 0, 0
     page_size = struct.unpack(">I", wal[8:12])[0]
     max_frame = struct.unpack("=I", shm[16:20])[0]  # WalIndexHdr.mxFrame (native byte order)
     backfilled = struct.unpack("=I", shm[96:100])[0]  # WalCkptInfo.nBackfill

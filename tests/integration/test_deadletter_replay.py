@@ -20,7 +20,8 @@ import pytest
 from gateway.config.schema import GatewayConfig, load_config
 from gateway.errors import PermanentSinkError, ReplayError, RetryableSinkError
 from gateway.ingest.deadletter import reading_payload
-from gateway.journal.store import Journal, add_dedup_keys
+from gateway.journal.schema import add_dedup_keys
+from gateway.journal.store import Journal
 from gateway.model import Reading, Rejection
 from gateway.sinks.sqlite import StoredReading, read_readings
 from gateway.tools.query import rfc3339

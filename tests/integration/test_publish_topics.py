@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.journal.store import Journal
+from gateway.model import OutgoingMessage
 from tests.support.gateway_proc import publish, run_cli, sqlite_gateway, sqlite_rows
 from tests.support.messages import native_messages
 from tests.support.servers import Mosquitto
@@ -42,7 +43,7 @@ def test_a_dead_letter_that_cannot_be_published_costs_that_message_not_the_sessi
     workdir = tmp_path / "gw"
     workdir.mkdir()
     journal = Journal(workdir / "journal.db", ["sqlite"])
-    journal.commit([], [("gateway/dl/+/sensor-1", b'{"reason": "malformed_json"}')])
+    journal.commit([], [OutgoingMessage("gateway/dl/+/sensor-1", b'{"reason": "malformed_json"}')])
     journal.close()
 
     with sqlite_gateway(workdir, mosquitto.url, "gw-bad-topic") as gateway:

@@ -32,16 +32,16 @@ gateway.journal.store.Journal.stored = _stored
 """
 
 MESSAGE_PATH_FAULT = """
-import gateway.pipeline
+import gateway.ingest.stage
 
-_on_message = gateway.pipeline.Pipeline._on_message
+_on_message = gateway.ingest.stage.IngestStage.on_message
 
 def _failing(self, raw):
     if raw.topic == "devices/boom/telemetry":
         raise RuntimeError("a bug in the message path (injected)")
     _on_message(self, raw)
 
-gateway.pipeline.Pipeline._on_message = _failing
+gateway.ingest.stage.IngestStage.on_message = _failing
 """
 
 

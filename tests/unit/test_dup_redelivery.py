@@ -15,7 +15,9 @@ NS = 1_000_000_000
 
 def _raw(payload: bytes, packet_id: int, dup: bool = False, received_at_ns: int | None = None) -> RawMessage:
     received = time.time_ns() if received_at_ns is None else received_at_ns
-    return RawMessage("devices/thermostat/telemetry", payload, 1, received, (1, packet_id), dup)
+    return RawMessage(
+        "devices/thermostat/telemetry", payload, 1, received, (1, packet_id), dup, delivery_slot=packet_id
+    )
 
 
 def test_a_dup_copy_is_recognised_under_its_own_packet_id_only(tmp_path: Path) -> None:

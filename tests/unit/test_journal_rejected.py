@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.journal.store import TRUNCATED_PAYLOAD_BYTES, Journal, JournalError
-from gateway.model import Reading, Rejection
+from gateway.model import OutgoingMessage, Reading, Rejection
 
 
 def _rejection(i: int, payload: bytes | None = None) -> Rejection:
@@ -90,7 +90,9 @@ def test_a_payload_over_the_limit_keeps_a_prefix_and_is_marked(tmp_path: Path) -
 def test_rejections_are_committed_with_the_rest_of_the_chunk(tmp_path: Path, with_readings: bool) -> None:
     journal = Journal(tmp_path / "journal.db", ["sqlite"])
     readings = [Reading("dev-1", "telemetry", 5, {"t": 1.0}, {}, "r1")] if with_readings else []
-    seq, pending, dropped = journal.commit(readings, [("gateway/deadletter/dev-2", b"{}")], [_rejection(2)])
+    seq, pending, dropped = journal.commit(
+        readings, [OutgoingMessage("gateway/deadletter/dev-2", b"{}")], [_rejection(2)]
+    )
     journal.close()
     assert (len(pending), dropped) == (1, 0)
     assert seq == (1 if with_readings else 0)

@@ -272,7 +272,7 @@ def test_resent_seq_and_content_are_duplicates(ingestor: Ingestor) -> None:
     for payload in (by_seq, by_content):
         # As the broker resends a message: same packet id, DUP flag (without ts, seq alone cannot tell a resend
         # from a reboot; the redelivery is what is recognised).
-        message = raw(payload)._replace(ack_token=(1, 7))
+        message = raw(payload)._replace(ack_token=(1, 7), delivery_slot=7)
         assert ingestor.process(message).duplicates == 0
         assert ingestor.process(message._replace(received_at_ns=time.time_ns(), dup=True)).duplicates == 1
 

@@ -1,11 +1,17 @@
 """The gateway's own schema: `{"metrics": {...}, "ts": ..., "id": ..., "seq": ..., "tags": {...}}` or a list.
 
-Parsing and type checks run in pydantic-core (Rust) straight from the bytes; what pydantic cannot express
-(time units, device consistency) is checked after, per message.
+Parsing and type checks run straight from the bytes, in two passes over the same schema: msgspec first (about a
+tenth of pydantic's cost a message), and, for a payload msgspec refuses, pydantic-core, whose errors name the
+rejection reason. So a valid payload costs one msgspec decode and an invalid one is explained exactly as before.
+tests/unit/test_native_fast_path.py checks that the two agree. What neither can express (time units, device
+consistency) is checked after, per message.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,18 +43,33 @@ class NativeMessage(BaseModel):
     device_id: str | None = None
 
 
+class FastNativeMessage(msgspec.Struct, frozen=True):
+    """NativeMessage for msgspec: the same fields, types and limits (non-finite floats are refused by msgspec's
+    JSON parser itself). Anything it refuses goes to NativeMessage for the reason."""
+
+    metrics: Annotated[dict[str, bool | float | str], msgspec.Meta(min_length=1)]
+    ts: int | float | str | None = None
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    seq: int | None = None
+    tags: dict[str, str] | None = None
+    device_id: str | None = None
+
+
 _ONE = TypeAdapter(NativeMessage)
 _MANY = TypeAdapter(list[NativeMessage])
+_FAST_ONE = msgspec.json.Decoder(FastNativeMessage)
+_FAST_MANY = msgspec.json.Decoder(list[FastNativeMessage])
 _MAX_MESSAGES_PER_PAYLOAD = 10_000
 
 
 def decode(payload: bytes, device: str, measurement: str, received_at_ns: int) -> list[Reading]:
     """Bytes -> readings, or PayloadRejected with a stable reason."""
     is_list = payload[:1] == b"[" or payload.lstrip()[:1] == b"["
+    messages: list[NativeMessage] | list[FastNativeMessage]
     try:
-        messages = _MANY.validate_json(payload) if is_list else [_ONE.validate_json(payload)]
-    except ValidationError as exc:
-        raise _rejection(exc) from None
+        messages = fast_messages(payload, is_list)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # RecursionError: nested too deep
+        messages = exact_messages(payload, is_list)
     if not messages:
         raise PayloadRejected(Reason.EMPTY_METRICS, "empty array: no readings")
     if len(messages) > _MAX_MESSAGES_PER_PAYLOAD:
@@ -56,7 +77,20 @@ def decode(payload: bytes, device: str, measurement: str, received_at_ns: int) -
     return [_to_reading(m, device, measurement, received_at_ns) for m in messages]
 
 
-def _to_reading(msg: NativeMessage, device: str, measurement: str, received_at_ns: int) -> Reading:
+def fast_messages(payload: bytes, is_list: bool) -> list[FastNativeMessage]:
+    """msgspec's pass: raises msgspec.DecodeError, ValidationError or RecursionError, whose reasons are not ours."""
+    return _FAST_MANY.decode(payload) if is_list else [_FAST_ONE.decode(payload)]
+
+
+def exact_messages(payload: bytes, is_list: bool) -> list[NativeMessage]:
+    """pydantic's pass: raises PayloadRejected with the reason."""
+    try:
+        return _MANY.validate_json(payload) if is_list else [_ONE.validate_json(payload)]
+    except ValidationError as exc:
+        raise _rejection(exc) from None
+
+
+def _to_reading(msg: NativeMessage | FastNativeMessage, device: str, measurement: str, received_at_ns: int) -> Reading:
     if msg.device_id is not None and msg.device_id != device:
         raise PayloadRejected(
             Reason.DEVICE_MISMATCH,
