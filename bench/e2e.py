@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from bench import drain  # noqa: E402
 from device_sim.blast import blast, encode_all  # noqa: E402
 from device_sim.fleet import FleetSpec, generate  # noqa: E402
-from tests.gateway_proc import GatewayProcess  # noqa: E402
-from tests.servers import Mosquitto, VictoriaMetrics  # noqa: E402
+from tests.support.gateway_proc import GatewayProcess  # noqa: E402
+from tests.support.servers import Mosquitto, VictoriaMetrics  # noqa: E402
 
 FIELDS_PER_READING = 4  # temperature, humidity, battery, relay
 BROKER_CONF = "autosave_interval 30\n"  # the benchmark measures consumers, not the broker's disk

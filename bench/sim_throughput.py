@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.simload import ThroughputResult, throughput_run  # noqa: E402
+from tests.support.simload import ThroughputResult, throughput_run  # noqa: E402
 
 CONFIGS = ((1, 1), (1, 4), (2, 2), (4, 2))  # (processes, connections per process)
 

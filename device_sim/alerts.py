@@ -1,6 +1,6 @@
 """The alerts a correct gateway must fire for a simulated fleet: the manifest's last, separate part.
 
-The rules are those of `config/rules.sim.yaml` (tests/test_sim_alerts.py checks that the gateway's own engine,
+The rules are those of `config/rules.sim.yaml` (tests/sim/test_sim_alerts.py checks that the gateway's own engine,
 given the manifest's readings, fires exactly these episodes); they are evaluated over each device's expected
 readings in the order the device sends them, as the gateway sees them:
 

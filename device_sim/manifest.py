@@ -13,7 +13,7 @@ On disk a manifest is JSON Lines, one object per line, told apart by "type", in 
 "duplicates" counts the exact resends of that reading's message, which the gateway must drop. "received":
 the payload carries no timestamp, so the gateway stores the reading at its receive time; "time_ns" is then
 only when it was sent, and verify matches such readings by content. "reason" is the gateway's reason code
-(device_sim's older `fleet.generate` writes its own names: see tests/storecheck.py). Alerts are a separate,
+(device_sim's older `fleet.generate` writes its own names: see tests/support/storecheck.py). Alerts are a separate,
 last part: what the injected anomalies and faults must fire under the rules in `device_sim.alerts`.
 """
 

@@ -1,5 +1,9 @@
-"""Shared fixtures: real Mosquitto and VictoriaMetrics processes (see tests/servers.py), and Ingestors built from
-a config given as keyword sections (with the developer's own GATEWAY_* variables kept out)."""
+"""Shared fixtures: real Mosquitto and VictoriaMetrics processes (tests/support/servers.py), and Ingestors built from
+a config given as keyword sections (with the developer's own GATEWAY_* variables kept out).
+
+Layout: unit/ (in process only), contract/ (one table of behaviour per implementation), integration/ (real
+Mosquitto, VictoriaMetrics and gateway processes), sim/ (device_sim), deploy/ (compose, Dockerfile, demo),
+support/ (the helpers). The `integration` marker is set per test or per file; nothing under unit/ may carry it."""
 
 from __future__ import annotations
 
@@ -12,7 +16,18 @@ import pytest
 
 from gateway.config.schema import GatewayConfig
 from gateway.ingest.ingestor import Ingestor
-from tests.servers import Mosquitto, VictoriaMetrics
+from tests.support.servers import Mosquitto, VictoriaMetrics
+
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything, so that every run checks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    misplaced = [
+        item.nodeid for item in items if item.path.is_relative_to(UNIT) and item.get_closest_marker("integration")
+    ]
+    if misplaced:
+        raise pytest.UsageError(f"integration tests under tests/unit/ (move them to tests/integration/): {misplaced}")
 
 
 @pytest.fixture

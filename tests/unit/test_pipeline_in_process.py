@@ -22,7 +22,8 @@ from gateway.journal.store import Journal, JournalError
 from gateway.pipeline import Pipeline
 from gateway.reasons import Reason
 from gateway.sinks.sqlite import SqliteSink
-from tests.gateway_proc import sqlite_rows, wait_until
+from tests.support.gateway_proc import sqlite_rows
+from tests.support.waits import wait_until
 from tests.unit.memory_source import MemorySource
 
 RULES = """
@@ -96,8 +97,8 @@ def test_readings_are_stored_and_each_message_acknowledged_once(tmp_path: Path) 
     source = MemorySource()
     tokens = [source.deliver(f"devices/dev-{n % 5}/telemetry", _payload(f"dev-{n % 5}", n)) for n in range(50)]
     with running(config, source) as run:
-        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 50, "50 readings stored", 10)
-        wait_until(lambda: len(source.released) == 50, "50 acknowledgements", 10)
+        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 50, 10, "50 readings stored")
+        wait_until(lambda: len(source.released) == 50, 10, "50 acknowledgements")
         stats = run.pipeline.stats
         assert (stats.messages_received, stats.messages_accepted, stats.readings_duplicate) == (50, 50, 0)
     assert sorted(source.released) == sorted(tokens)  # each exactly once
@@ -120,12 +121,12 @@ def test_nothing_is_acknowledged_before_the_journal_commits(tmp_path: Path, monk
     for n in range(20):
         source.deliver("devices/dev-1/telemetry", _payload("dev-1", n))
     with running(_config(tmp_path), source) as run:
-        wait_until(lambda: len(source.delivered) == 20, "all 20 messages read", 10)
-        wait_until(lambda: "journal not writable" in run.pipeline.readiness()[1], "/readyz naming the journal", 10)
+        wait_until(lambda: len(source.delivered) == 20, 10, "all 20 messages read")
+        wait_until(lambda: "journal not writable" in run.pipeline.readiness()[1], 10, "/readyz naming the journal")
         assert source.released == []
         failing.clear()
-        wait_until(lambda: len(source.released) == 20, "20 acknowledgements once the journal commits", 10)
-        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 20, "20 readings stored", 10)
+        wait_until(lambda: len(source.released) == 20, 10, "20 acknowledgements once the journal commits")
+        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 20, 10, "20 readings stored")
         assert run.pipeline.readiness() == (True, "ready")
 
 
@@ -135,8 +136,8 @@ def test_a_duplicate_is_acknowledged_and_stored_once(tmp_path: Path) -> None:
     again = source.deliver("devices/dev-1/telemetry", _payload("dev-1", 1))  # the device sent it twice
     marker = source.deliver("devices/dev-1/telemetry", _payload("dev-1", 2))
     with running(_config(tmp_path), source) as run:
-        wait_until(lambda: marker in source.released, "the marker acknowledged", 10)
-        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 2, "2 readings stored", 10)
+        wait_until(lambda: marker in source.released, 10, "the marker acknowledged")
+        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 2, 10, "2 readings stored")
         assert run.pipeline.stats.readings_duplicate == 1
     assert {first, again} <= set(source.released)
     assert sqlite_rows(tmp_path / "gateway.db") == 2
@@ -146,9 +147,9 @@ def test_a_rejected_message_is_dead_lettered_and_leaves_the_journal_once_confirm
     source = MemorySource()
     bad = source.deliver("devices/dev-1/telemetry", b"{not json")
     with running(_config(tmp_path), source) as run:
-        wait_until(lambda: source.published, "the dead-letter record published", 10)
-        wait_until(lambda: bad in source.released, "the bad message acknowledged", 10)
-        wait_until(lambda: not run.pipeline.journal.pending_outgoing(), "the confirmed record out of the journal", 10)
+        wait_until(lambda: source.published, 10, "the dead-letter record published")
+        wait_until(lambda: bad in source.released, 10, "the bad message acknowledged")
+        wait_until(lambda: not run.pipeline.journal.pending_outgoing(), 10, "the confirmed record out of the journal")
     (record,) = source.published
     assert record.topic.startswith("gateway/deadletter/")
     assert orjson.loads(record.payload)["reason"] == Reason.MALFORMED_JSON
@@ -159,11 +160,11 @@ def test_a_message_that_cannot_be_published_is_kept_as_rejected(tmp_path: Path) 
     source = MemorySource(refuse=lambda m: "payload too large for the broker (injected)")
     source.deliver("devices/dev-1/telemetry", b"{not json")
     with running(_config(tmp_path), source) as run:
-        wait_until(lambda: run.pipeline.stats.publish_failed == 1, "the publish counted as failed", 10)
+        wait_until(lambda: run.pipeline.stats.publish_failed == 1, 10, "the publish counted as failed")
         wait_until(
             lambda: Reason.PUBLISH_FAILED in _rejected_reasons(tmp_path / "journal.db"),
-            "the record moved to the rejected table",
             10,
+            "the record moved to the rejected table",
         )
         assert run.pipeline.journal.pending_outgoing() == []
     assert source.published == []
@@ -185,11 +186,11 @@ def test_reading_stops_while_the_journal_holds_max_messages_in_memory(
         source.deliver(f"devices/dev-{n % 10}/telemetry", _payload(f"dev-{n % 10}", n))
     with running(_config(tmp_path, mqtt={"max_messages_in_memory": 100}), source):
         # The source asks can_read() before each message: it stays at the bound until the journal commits.
-        wait_until(lambda: source.reads_refused > 0, "reading paused with messages waiting", 10)
+        wait_until(lambda: source.reads_refused > 0, 10, "reading paused with messages waiting")
         assert len(source.delivered) == 100
         release.set()
-        wait_until(lambda: len(source.released) == 250, "all 250 acknowledged once the journal commits", 20)
-        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 250, "all 250 stored", 20)
+        wait_until(lambda: len(source.released) == 250, 20, "all 250 acknowledged once the journal commits")
+        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 250, 20, "all 250 stored")
 
 
 def test_a_thread_that_dies_ends_the_run_with_exit_status_1(tmp_path: Path) -> None:
@@ -208,9 +209,9 @@ def test_a_thread_that_dies_ends_the_run_with_exit_status_1(tmp_path: Path) -> N
     pipeline.ingestor.process = process_or_fail  # type: ignore[method-assign]
     run = Running(pipeline)
     try:
-        wait_until(lambda: len(source.released) == 10, "the first 10 acknowledged", 10)
+        wait_until(lambda: len(source.released) == 10, 10, "the first 10 acknowledged")
         source.deliver("devices/boom/telemetry", _payload("boom", 1))
-        wait_until(lambda: not pipeline.readiness()[0], "not ready", 10)
+        wait_until(lambda: not pipeline.readiness()[0], 10, "not ready")
         assert "thread memory died: RuntimeError: a bug in the message path (injected)" in pipeline.readiness()[1]
         assert run.wait_for_exit(15) == EXIT_FAILED
     finally:
@@ -223,7 +224,7 @@ def test_shutdown_commits_and_acknowledges_every_message_read(tmp_path: Path) ->
     for n in range(500):
         source.deliver(f"devices/dev-{n % 7}/telemetry", _payload(f"dev-{n % 7}", n))
     with running(_config(tmp_path), source) as run:
-        wait_until(lambda: source.delivered, "the first messages read", 10)
+        wait_until(lambda: source.delivered, 10, "the first messages read")
         assert run.stop() == 0
     read = [m.ack_token for m in source.delivered]
     assert sorted(source.released) == sorted(read)  # all read were committed and acknowledged, none twice
@@ -242,7 +243,7 @@ def test_an_alert_is_published_retained_from_the_journal(tmp_path: Path) -> None
     source = MemorySource()
     source.deliver("devices/boiler-1/telemetry", _payload("boiler-1", 1, t=35.0))
     with running(_config(tmp_path, alerts={"rules_file": rules}), source) as run:
-        wait_until(lambda: source.published, "the notification published", 10)
+        wait_until(lambda: source.published, 10, "the notification published")
         assert run.pipeline.stats.alert_notifications["firing"] == 1
     (notification,) = source.published
     assert (notification.topic, notification.retain) == ("alerts/boiler-1/too_hot", True)
