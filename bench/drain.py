@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from device_sim.blast import blast
-from tests.gateway_proc import GatewayProcess
-from tests.servers import Mosquitto, VictoriaMetrics
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.servers import Mosquitto, VictoriaMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 # Mosquitto drops queued messages beyond max_queued_messages (default 1000): the backlog must all be kept.

@@ -1,4 +1,4 @@
-"""The whole Pipeline in the test's process, fed by a source in memory (tests/unit/memory_source.py): its journal
+"""The whole Pipeline in the test's process, fed by a source in memory (tests/support/memory_source.py): its journal
 and SQLite sink are real, its threads are the ones `gateway run` starts. What the integration tests show against a
 real broker, shown here in a fraction of a second: acknowledged only once committed, duplicates acknowledged and
 stored once, dead letters published and confirmed (or kept when they cannot be), memory bounded while the journal
@@ -23,8 +23,8 @@ from gateway.pipeline import Pipeline
 from gateway.reasons import Reason
 from gateway.sinks.sqlite import SqliteSink
 from tests.support.gateway_proc import sqlite_rows
+from tests.support.memory_source import MemorySource
 from tests.support.waits import wait_until
-from tests.unit.memory_source import MemorySource
 
 RULES = """
 rules:
