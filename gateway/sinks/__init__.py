@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 class Sink(Protocol):
-    """Every sink passes tests/test_sink_contract.py."""
+    """Every sink passes tests/contract/test_sink_contract.py."""
 
     name: str
 

@@ -51,7 +51,7 @@ _TAKEOVERS_REPORTED, _TAKEOVER_WINDOW_S = 3, 60.0  # this many in the window: no
 class _BufferedClient(mqtt.Client):
     """paho reads each packet with three or four recv() calls (type byte, length bytes, body); serving
     them from one 64 KiB read removes most of the syscalls on the ingest path. Overrides paho's private
-    `_sock_recv` (paho-mqtt is pinned in requirements.lock; tests/test_e2e.py exercises this path)."""
+    `_sock_recv` (paho-mqtt is pinned in requirements.lock; tests/integration/test_e2e.py exercises this path)."""
 
     _buffer = b""
     _offset = 0
