@@ -127,8 +127,8 @@ class MqttClient:
         if link is not None:
             with contextlib.suppress(ConnectionClosed):
                 link.queue(wire.DISCONNECT)
-                deadline = self._clock() + min(self._timeout, 1.0)
-                while not link.flush() and self._clock() < deadline:
+                deadline = time.monotonic() + min(self._timeout, 1.0)
+                while not link.flush() and time.monotonic() < deadline:
                     select.select([], [link.sock], [], 0.05)
         self.close()
 
@@ -215,7 +215,8 @@ class MqttClient:
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
         """Publish at QoS 1; returns the packet id its confirmation will carry (`on_confirmed` or
-        `take_confirmed()`). Queued while disconnected. ValueError when MQTT or this broker cannot carry it."""
+        `take_confirmed()`). Sent now if the broker's window has room, else queued (also while disconnected).
+        ValueError when MQTT or this broker cannot carry it."""
         connack = self._connack
         if connack is not None and retain and not connack.retain_available:
             raise ValueError("the broker does not take retained messages")
@@ -231,6 +232,7 @@ class MqttClient:
         self._outgoing.add(packet_id, packet)
         if self.connected:
             self._send_publishes()
+            self.flush()
         return packet_id
 
     def take_confirmed(self) -> list[tuple[int, int]]:
@@ -319,9 +321,9 @@ class MqttClient:
         raise ProtocolError(why)
 
     def _wait(self, done: Callable[[], bool], what: str) -> None:
-        deadline = self._clock() + self._timeout
+        deadline = time.monotonic() + self._timeout  # real time: the injected clock is the keepalive's
         while not done():
-            remaining = deadline - self._clock()
+            remaining = deadline - time.monotonic()
             link = self._connection()
             if remaining <= 0:
                 self._lost(f"no {what} within {self._timeout} s")

@@ -74,14 +74,13 @@ def encode_varint(value: int) -> bytes:
 def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     """(value, position after it); (-1, pos) when `data` ends inside it; ProtocolError past 4 bytes."""
     value = 0
-    for shift in (0, 7, 14, 21):
-        if pos >= end:
+    for offset in range(4):
+        if pos + offset >= end:
             return -1, pos
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
+        byte = data[pos + offset]
+        value |= (byte & 0x7F) << 7 * offset
         if not byte & 0x80:
-            return value, pos
+            return value, pos + offset + 1
     raise ProtocolError("variable byte integer longer than 4 bytes")
 
 
