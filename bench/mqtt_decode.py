@@ -23,18 +23,20 @@ from gateway.mqtt.packets import MQTT_5, Publish, decode_packets, encode_publish
 READ_SIZE = 1 << 16
 
 
+def reading(i: int, devices: int = 2000) -> tuple[str, bytes]:
+    """The i-th message of a fleet: topic `devices/dev-NNNN/telemetry`, a ~100-byte JSON reading."""
+    device = f"dev-{i % devices:04d}"
+    payload = (
+        f'{{"device":"{device}","seq":{i // devices},"ts":{1764806400000 + i},'
+        f'"temperature":21.{i % 10},"humidity":48.2,"battery":3.71}}'
+    ).encode()
+    return f"devices/{device}/telemetry", payload
+
+
 def make_buffer(count: int, protocol: int) -> bytes:
-    packets = []
-    for i in range(count):
-        device = f"dev-{i % 2000:04d}"
-        payload = (
-            f'{{"device":"{device}","seq":{i},"ts":1764806400{i % 1000:03d},'
-            f'"temperature":21.{i % 10},"humidity":48.2,"battery":3.71}}'
-        ).encode()
-        packets.append(
-            encode_publish(f"devices/{device}/telemetry", payload, qos=1, packet_id=i % 65535 + 1, protocol=protocol)
-        )
-    return b"".join(packets)
+    return b"".join(
+        encode_publish(*reading(i), qos=1, packet_id=i % 65535 + 1, protocol=protocol) for i in range(count)
+    )
 
 
 def main() -> None:

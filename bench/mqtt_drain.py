@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.mqtt_decode import reading  # noqa: E402
 from device_sim.blast import blast, publish_packet  # noqa: E402
 from gateway.mqtt import MQTT_5, MQTT_311, MqttClient  # noqa: E402
 from tests.servers import Mosquitto  # noqa: E402
@@ -38,17 +39,9 @@ TOPIC_FILTER = "devices/+/telemetry"
 SESSION_EXPIRY = 3600
 
 
-def backlog(count: int, devices: int = 2000) -> list[bytes]:
-    """QoS 1 PUBLISH packets (MQTT 3.1.1 on the publishing side) of ~100-byte JSON readings."""
-    packets = []
-    for i in range(count):
-        device = f"dev-{i % devices:04d}"
-        payload = (
-            f'{{"device":"{device}","seq":{i // devices},"ts":{1764806400000 + i},'
-            f'"temperature":21.{i % 10},"humidity":48.2,"battery":3.71}}'
-        ).encode()
-        packets.append(publish_packet(f"devices/{device}/telemetry", payload, i % 65535 + 1))
-    return packets
+def backlog(count: int) -> list[bytes]:
+    """QoS 1 PUBLISH packets (MQTT 3.1.1 on the publishing side) of ~100-byte JSON readings from 2,000 devices."""
+    return [publish_packet(*reading(i), i % 65535 + 1) for i in range(count)]
 
 
 def paho_client(broker: Mosquitto, protocol: int, receive_maximum: int) -> tuple[mqtt.Client, Callable[[], None]]:

@@ -64,7 +64,7 @@ _CONNACK_311 = {
 
 def reason_name(code: int, protocol: int, *, connack: bool = False) -> str:
     """A readable name for `code` as the broker meant it (3.1.1 CONNACK return codes differ from MQTT 5's)."""
-    if protocol == 4 and connack:
+    if connack and (protocol == 4 or 0 < code < 0x80):  # the latter: a 3.1.1 broker refusing MQTT 5
         return _CONNACK_311.get(code, "unknown return code")
     if protocol == 4 and code == FAILURE_311:
         return "failure"
@@ -72,5 +72,6 @@ def reason_name(code: int, protocol: int, *, connack: bool = False) -> str:
 
 
 def is_failure(code: int, protocol: int, *, connack: bool = False) -> bool:
-    """MQTT 5: codes from 0x80 up fail. A 3.1.1 CONNACK fails with any non-zero return code."""
-    return code != 0 if protocol == 4 and connack else code >= 0x80
+    """Codes from 0x80 up fail. A CONNACK fails with any non-zero code: a broker that knows only 3.1.1 answers an
+    MQTT 5 CONNECT with return code 1 (unacceptable protocol version)."""
+    return code != 0 if connack else code >= 0x80

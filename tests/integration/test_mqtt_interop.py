@@ -1,9 +1,11 @@
 """gateway/mqtt's client against a real Mosquitto (tests/servers.py, a free port each): connect, subscribe, receive
 and acknowledge, the persistent session resumed (unacknowledged messages again, with DUP; queued ones across a
-broker restart), Receive Maximum, our QoS 1 and retained publishes confirmed, keepalive, TLS, credentials."""
+broker restart), Receive Maximum, our QoS 1 and retained publishes confirmed, keepalive, TLS, credentials; and the
+basics against amqtt, the demo's embedded broker, and NATS's MQTT listener."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from device_sim.blast import blast, publish_packet
+from gateway.demo.brokers.amqtt_broker import DEMO_USERNAME, AmqttBroker
 from gateway.mqtt import (
     MQTT_5,
     MQTT_311,
@@ -45,6 +48,16 @@ def drain(client: MqttClient, count: int, timeout: float = 10.0, ack: bool = Tru
             client.ack([p.packet_id for p in batch if p.packet_id is not None])
             client.flush()
     return got
+
+
+def confirmations(publisher: MqttClient, count: int, timeout: float = 5.0) -> list[tuple[int, int]]:
+    """(packet id, reason code) of our publishes the broker confirmed, once `count` came (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    confirmed: list[tuple[int, int]] = []
+    while len(confirmed) < count and time.monotonic() < deadline:
+        publisher.poll(0.1)
+        confirmed += publisher.take_confirmed()
+    return confirmed
 
 
 def quiet_for(client: MqttClient, seconds: float) -> list[Publish]:
@@ -144,11 +157,7 @@ def test_our_publishes_are_confirmed_and_a_retained_one_reaches_a_later_subscrib
     publisher.connect()
     plain = publisher.publish("deadletter/dev-1", b'{"reason":"bad"}')
     retained = publisher.publish("alerts/dev-1/too_hot", b'{"state":"firing"}', retain=True)
-    deadline = time.monotonic() + 5
-    confirmed: list[tuple[int, int]] = []
-    while len(confirmed) < 2 and time.monotonic() < deadline:
-        publisher.poll(0.1)
-        confirmed += publisher.take_confirmed()
+    confirmed = confirmations(publisher, 2)
     # MQTT 5 brokers may say "no matching subscribers" (0x10), a success; Mosquitto says 0 or 0x10.
     assert sorted(packet_id for packet_id, _ in confirmed) == sorted([plain, retained])
     assert all(code < 0x80 for _, code in confirmed)
@@ -289,3 +298,95 @@ def test_tls_client_certificate(tmp_path: Path) -> None:
         client = MqttClient(broker.host, port, client_id="with-cert", tls=tls)
         client.connect()
         client.disconnect()
+
+
+# -- amqtt (the demo's embedded broker; MQTT 3.1.1 only; a named client keeps its session) ----------------------------
+
+
+@pytest.fixture
+def amqtt_broker() -> Iterator[AmqttBroker]:
+    broker = AmqttBroker()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def amqtt_client(broker: AmqttBroker, client_id: str) -> MqttClient:
+    # amqtt drops an anonymous client's session on disconnect: any user name keeps it (no password is checked).
+    return MqttClient("127.0.0.1", broker.port, client_id=client_id, protocol=MQTT_311, username=DEMO_USERNAME)
+
+
+def test_amqtt_receive_ack_publish_confirmed_and_session_resumed(amqtt_broker: AmqttBroker) -> None:
+    subscriber = amqtt_client(amqtt_broker, "amqtt-sub")
+    assert subscriber.connect() is False
+    assert subscriber.subscribe(["t/#"], 1) == (1,)
+    publisher = amqtt_client(amqtt_broker, "amqtt-pub")
+    publisher.connect()
+    ids = [publisher.publish(f"t/{i}", b"%d" % i) for i in range(20)]
+    got = drain(subscriber, 20)
+    assert sorted(int(p.payload) for p in got) == list(range(20))
+    assert sorted(packet_id for packet_id, _ in confirmations(publisher, len(ids))) == sorted(ids)
+
+    subscriber.disconnect()
+    time.sleep(1.5)  # amqtt's session monitor runs once a second
+    later = [publisher.publish("t/later", b"%d" % i) for i in range(10)]
+    assert later
+    assert subscriber.connect() is True
+    assert sorted(int(p.payload) for p in drain(subscriber, 10)) == list(range(10))
+    subscriber.close()
+    publisher.disconnect()
+
+
+# -- NATS's MQTT listener (Debian's nats-server 2.9: MQTT 3.1.1 only, JetStream keeps the sessions) ------------------
+
+
+@pytest.fixture
+def nats_mqtt(tmp_path: Path) -> Iterator[int]:
+    """A nats-server with JetStream and an MQTT listener on free ports; yields the MQTT port."""
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not Path(binary).exists():
+        pytest.skip("nats-server is not installed")
+    port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        f'server_name: interop\nlisten: 127.0.0.1:{free_port()}\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+        f'mqtt {{ listen: 127.0.0.1:{port}\n ack_wait: "1s" }}\n'  # redeliver an unacknowledged message after 1 s
+    )
+    with (tmp_path / "nats.out").open("wb") as out:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while b"Server is ready" not in (tmp_path / "nats.out").read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "nats.out").read_text()
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_nats_receive_ack_publish_confirmed_and_session_resumed(nats_mqtt: int) -> None:
+    with pytest.raises(ConnectionRefused, match="unacceptable protocol version"):
+        MqttClient("127.0.0.1", nats_mqtt, client_id="nats-v5", protocol=MQTT_5).connect()
+    subscriber = MqttClient("127.0.0.1", nats_mqtt, client_id="nats-sub", protocol=MQTT_311)
+    assert subscriber.connect() is False
+    assert subscriber.subscribe(["t/#"], 1) == (1,)
+    publisher = MqttClient("127.0.0.1", nats_mqtt, client_id="nats-pub", protocol=MQTT_311)
+    publisher.connect()
+    ids = [publisher.publish(f"t/{i}", b"%d" % i) for i in range(20)]
+    assert sorted(int(p.payload) for p in drain(subscriber, 20, ack=False)) == list(range(20))
+    assert sorted(packet_id for packet_id, _ in confirmations(publisher, len(ids))) == sorted(ids)
+
+    subscriber.close()  # none acknowledged: NATS sends them again, not on reconnect but once ack_wait has passed
+    assert subscriber.connect() is True
+    again = drain(subscriber, 20, timeout=5)
+    assert sorted(int(p.payload) for p in again) == list(range(20))
+    assert all(p.dup for p in again)
+    subscriber.disconnect()
+    publisher.publish("t/away", b"queued")
+    time.sleep(0.3)
+    assert subscriber.connect() is True
+    assert [p.payload for p in drain(subscriber, 1)] == [b"queued"]
+    assert quiet_for(subscriber, 1.5) == []
+    subscriber.close()
+    publisher.disconnect()

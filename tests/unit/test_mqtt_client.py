@@ -107,6 +107,14 @@ def test_a_refused_connect_raises_with_the_reason_code(protocol: int, connack: b
     s.close()
 
 
+def test_a_311_broker_refusing_an_mqtt5_connect_is_a_refusal() -> None:
+    s = Session(MQTT_5)
+    with pytest.raises(ConnectionRefused, match="unacceptable protocol version") as refused:
+        s.connect(b"\x20\x02\x00\x01")  # a 3.1.1 CONNACK, return code 1
+    assert refused.value.reason_code == 1
+    s.close()
+
+
 def test_no_connack_within_the_timeout_raises_connection_closed() -> None:
     s = Session(timeout=0.2)
     with pytest.raises(ConnectionClosed, match="no CONNACK within"):
