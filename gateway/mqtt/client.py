@@ -138,6 +138,7 @@ class MqttClient:
         if link is not None:
             link.close()
         self._in.clear()
+        self._received.clear()  # their packet ids mean nothing on the next connection: the broker sends them again
         self._connack = None
         self._ping_sent_at = None
         for packet_id in self._answers:

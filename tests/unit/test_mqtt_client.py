@@ -141,6 +141,16 @@ def test_subscribe_returns_granted_qos_and_keeps_publishes_that_came_first(sessi
     assert session.client.read_available() == [Publish("a/1", b"early", 1, 9, False, False)]
 
 
+def test_publishes_read_while_waiting_are_dropped_with_their_connection(session: Session) -> None:
+    session.connect()
+    suback = b"\x90\x04\x00\x01\x00\x01" if session.protocol == MQTT_5 else b"\x90\x03\x00\x01\x01"
+    session.broker.send(encode_publish("a/1", b"early", packet_id=9, protocol=session.protocol) + suback)
+    session.client.subscribe(["a/#"], 1)
+    session.client.close()
+    session.connect()
+    assert session.client.read_available() == []  # not packet id 9 of the old connection
+
+
 def test_refused_subscriptions_are_named(session: Session) -> None:
     session.connect()
     codes = b"\x01\x87" if session.protocol == MQTT_5 else b"\x01\x80"
