@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.mqtt_decode import reading  # noqa: E402
 from device_sim.blast import blast, publish_packet  # noqa: E402
 from gateway.mqtt import MQTT_5, MQTT_311, MqttClient  # noqa: E402
-from tests.servers import Mosquitto  # noqa: E402
+from tests.support.servers import Mosquitto  # noqa: E402
 
 BROKER_CONF = "autosave_interval 30\n"  # the benchmark measures consumers, not the broker's disk
 CLIENT_ID = "drain-consumer"

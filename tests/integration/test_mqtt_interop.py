@@ -25,7 +25,7 @@ from gateway.mqtt import (
     RetainHandling,
     TlsOptions,
 )
-from tests.servers import BrokerCertificates, Mosquitto, free_port, make_certificates, write_password_file
+from tests.support.servers import BrokerCertificates, Mosquitto, free_port, make_certificates, write_password_file
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""gateway/mqtt/client.py against a scripted broker on a socket pair (tests/unit/mqtt_peer.py), with a clock the
+"""gateway/mqtt/client.py against a scripted broker on a socket pair (tests/support/mqtt_peer.py), with a clock the
 test moves: connect, subscribe, receive, batched acks, our QoS 1 publishes (window, ids, DUP after a reconnect),
 keepalive, partial sends, and how the connection ends when the broker misbehaves."""
 
@@ -22,7 +22,7 @@ from gateway.mqtt import (
 )
 from gateway.mqtt.inflight import PacketIds
 from gateway.mqtt.packets import encode_connect, encode_publish, encode_subscribe
-from tests.unit.mqtt_peer import CONNACK_5, CONNACK_311, BrokerEnd, socket_pairs
+from tests.support.mqtt_peer import CONNACK_5, CONNACK_311, BrokerEnd, socket_pairs
 
 
 class Clock:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gateway.mqtt import MQTT_5, MQTT_311, ConnectionClosed, MqttClient, ProtocolError
 from gateway.mqtt.packets import Packet, Publish, decode_packets, encode_publish, with_dup
 from gateway.mqtt.properties import encode_varint
-from tests.unit.mqtt_peer import CONNACK_5, BrokerEnd
+from tests.support.mqtt_peer import CONNACK_5, BrokerEnd
 
 FUZZ = settings(max_examples=300, deadline=500, suppress_health_check=[HealthCheck.too_slow])
 protocols = st.sampled_from([MQTT_5, MQTT_311])

@@ -37,7 +37,7 @@ from gateway.mqtt.packets import (
     with_dup,
 )
 from gateway.mqtt.properties import encode_varint, read_varint
-from tests.unit.mqtt_peer import CONNACK_5, CONNACK_311, BrokerEnd
+from tests.support.mqtt_peer import CONNACK_5, CONNACK_311, BrokerEnd
 
 MQTT = b"\x00\x04MQTT"
 
