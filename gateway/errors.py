@@ -12,7 +12,8 @@ GatewayError
  +-- JournalError         the journal cannot be written (disk full, I/O error) or salvaged
  +-- SnapshotError        saved alert engine state that cannot be read back
 
-Library exceptions (paho, urllib3, sqlite3) are translated into these at the adapter's edge.
+Library exceptions (urllib3, sqlite3) and the MQTT client's own (gateway/mqtt/errors.py) are translated into
+these at the adapter's edge.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ and one worker thread per sink drains the journal's outbox from its own cursor.
                (ingest/stage.py)         (readings, dedup keys,               [sqlite] read outbox, write, retry
                                           outgoing messages)                   -> cursor -> journal deletes rows
 
-Threads rather than asyncio: paho, urllib3 and sqlite3 are blocking libraries, and all three release the GIL
+Threads rather than asyncio: sockets, urllib3 and sqlite3 block, and all three release the GIL
 while they wait on sockets or disks, which is where the journal and the sink workers spend their time. Every
 thread is the Supervisor's (gateway/runtime.py): one that dies makes the gateway unready and ends `run`.
 """

@@ -1,7 +1,7 @@
 """MQTT topic names and filters: the checks a topic the gateway publishes must pass, and filter matching.
 
-The gateway publishes to topics built from templates (`mqtt.deadletter_topic`, `alerts.topic`). paho raises
-ValueError on a topic with a wildcard, and a broker drops the connection on one longer than MQTT allows, so a
+The gateway publishes to topics built from templates (`mqtt.deadletter_topic`, `alerts.topic`). The MQTT client
+raises ValueError on a topic with a wildcard, and a broker drops the connection on one longer than MQTT allows, so a
 template is checked once at start-up and every value put into it is checked as it is filled in.
 """
 

@@ -27,11 +27,13 @@ class ProtocolError(MqttError):
 
 
 class ConnectionClosed(MqttError):
-    """The network connection ended. `reason_code` is the broker's (MQTT 5 DISCONNECT, or CONNACK) when it gave one."""
+    """The network connection ended. `reason_code` is the broker's (MQTT 5 DISCONNECT, or CONNACK) when it gave one;
+    `peer_closed`: the broker closed (or reset) the connection without a word, as Mosquitto does on a takeover."""
 
-    def __init__(self, message: str, reason_code: int | None = None) -> None:
+    def __init__(self, message: str, reason_code: int | None = None, *, peer_closed: bool = False) -> None:
         super().__init__(message)
         self.reason_code = reason_code
+        self.peer_closed = peer_closed
 
 
 class ConnectionRefused(ConnectionClosed):

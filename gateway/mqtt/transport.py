@@ -77,9 +77,9 @@ class Connection:
         except WOULD_BLOCK:
             return b""
         except OSError as exc:
-            raise ConnectionClosed(f"receive failed: {exc}") from exc
+            raise ConnectionClosed(f"receive failed: {exc}", peer_closed=True) from exc
         if not data:
-            raise ConnectionClosed("the broker closed the connection")
+            raise ConnectionClosed("the broker closed the connection", peer_closed=True)
         self.last_received = self._clock()
         return data
 
