@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho_session import connect, persistent_client
 
 TOPIC_FILTER = "devices/+/telemetry"
-RECEIVE_MAXIMUM = 2000  # the gateway's default mqtt.receive_maximum
 
 
 def main() -> None:
@@ -30,15 +27,7 @@ def main() -> None:
     parser.add_argument("--expect", type=int, default=0)
     parser.add_argument("--register", action="store_true", help="subscribe (creating the session) and leave")
     args = parser.parse_args()
-    broker = urlsplit(args.broker)
-    v5 = args.protocol == "5"
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        args.client_id,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else False,
-        manual_ack=True,
-    )
+    client = persistent_client(args.client_id, args.protocol, manual_ack=True)
     subscribed = threading.Event()
     done = threading.Event()
     received = 0
@@ -53,14 +42,7 @@ def main() -> None:
     client.on_message = on_message
     client.on_connect = lambda c, *_: c.subscribe(TOPIC_FILTER, qos=1)
     client.on_subscribe = lambda *_: subscribed.set()
-    host, port = broker.hostname or "127.0.0.1", broker.port or 1883
-    if v5:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 3600
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
-        client.connect(host, port, clean_start=False, properties=props)
-    else:
-        client.connect(host, port)
+    connect(client, args.broker, args.protocol)
     client.loop_start()
     if args.register:
         if not subscribed.wait(10):

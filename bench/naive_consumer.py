@@ -11,12 +11,10 @@ import argparse
 import json
 import signal
 import threading
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from influxdb_client import InfluxDBClient, Point, WriteOptions, WritePrecision
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho_session import connect, persistent_client
 from pydantic import BaseModel, Field
 
 
@@ -35,7 +33,6 @@ def main() -> None:
     parser.add_argument("--client-id", default="naive-consumer")
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1")
     args = parser.parse_args()
-    broker = urlsplit(args.broker)
 
     influx = InfluxDBClient(url=args.influx, token="bench", org="bench")
     write_api = influx.write_api(write_options=WriteOptions(batch_size=5000, flush_interval=1000))
@@ -58,23 +55,10 @@ def main() -> None:
         write_api.write(bucket="bench", record=point)
 
     # A persistent session either way, so that a backlog queued while it was away is there to drain.
-    v5 = args.protocol == "5"
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        args.client_id,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else False,
-    )
+    client = persistent_client(args.client_id, args.protocol)
     client.on_message = on_message
     client.on_connect = lambda c, *_: c.subscribe("devices/+/telemetry", qos=1)
-    host, port = broker.hostname or "127.0.0.1", broker.port or 1883
-    if v5:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        props.ReceiveMaximum = 2000
-        client.connect(host, port, clean_start=False, properties=props)
-    else:
-        client.connect(host, port)
+    connect(client, args.broker, args.protocol)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
