@@ -8,10 +8,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -103,7 +102,8 @@ class GatewayProcess:
         self.preamble: str | None = None  # Python run before the gateway starts (a test's fault injection)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> GatewayProcess:
+    def launch(self) -> GatewayProcess:
+        """Start the process and wait until its HTTP endpoint answers; `start()` waits for the broker too."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.preamble is None:
             args = [sys.executable, "-m", "gateway", "run"]
@@ -111,21 +111,35 @@ class GatewayProcess:
             args = [sys.executable, "-c", f"{self.preamble}\nfrom gateway.tools.cli import main\nmain()", "run"]
         if self.config is not None:
             args += ["--config", str(self.config)]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_alive(lambda: self.metrics() is not None, "the gateway's HTTP endpoint")
+        return self
+
+    def start(self) -> GatewayProcess:
+        """Start the process and wait until it is connected to the broker (fails with the log's tail)."""
+        self.launch()
+        self._wait_alive(lambda: self.metrics().get("gateway_broker_connected") == 1, "the broker connection")
+        return self
+
+    def _wait_alive(self, answered: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+        """Wait for `answered()` (an OSError counts as not yet), failing at once when the process exits;
+        the process is killed when the wait fails, as no `__exit__` follows a failed start."""
+
+        def reached() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if self.metrics().get("gateway_broker_connected") == 1:
-                    return self
+                return answered()
             except OSError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"gateway did not connect within 20 s:\n{self.log_tail()}")
+                return False
+
+        try:
+            wait_until(reached, timeout_s, what, self.log_tail)
+        except BaseException:
+            self.kill()
+            raise
 
     def stop(self, timeout_s: float = 40) -> int:
         if self.proc is None or self.proc.poll() is not None:
