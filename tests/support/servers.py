@@ -38,11 +38,12 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -210,6 +211,24 @@ class _ManagedServer:
         """Stop (SIGTERM, or SIGKILL to simulate a crash) and start again: same port, same data."""
         self.stop(kill=kill)
         self.start()
+
+    @contextlib.contextmanager
+    def outage(self, after_s: float, for_s: float) -> Iterator[None]:
+        """While the block runs: `after_s` into it the server stops (SIGTERM), for `for_s`, then starts again
+        on the same port. The exit waits for the server to be back."""
+
+        def bounce() -> None:
+            time.sleep(after_s)  # the scenario: the outage begins this far into the block
+            self.stop()
+            time.sleep(for_s)  # the scenario: the outage itself
+            self.start()
+
+        bouncer = threading.Thread(target=bounce, name=f"{self.name}-outage")
+        bouncer.start()
+        try:
+            yield
+        finally:
+            bouncer.join()
 
     def __enter__(self) -> Self:
         self.start()
