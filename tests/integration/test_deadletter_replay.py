@@ -338,6 +338,8 @@ def test_a_mapping_fixed_after_its_messages_were_dead_lettered_replay_stores_the
         published = time.time_ns()
         publisher.publish(plant[:20] + lab[:5])
         gateway.wait_for("gateway_messages_acknowledged", 25, timeout_s=15)
+        # The scenario: `since` lies clearly between the two batches on the gateway's clock, so the filter
+        # below has a first batch before it and a second after it.
         time.sleep(0.05)
         since = time.time_ns()
         time.sleep(0.05)
