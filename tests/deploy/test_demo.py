@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -32,6 +30,7 @@ from gateway.demo.run import fresh_store
 from gateway.errors import DemoError
 from gateway.sinks.sqlite import SqliteSink, read_readings
 from gateway.tools.query import AlertRow
+from tests.support.gateway_proc import run_cli
 from tests.support.waits import wait_until
 
 DEVICES = 50
@@ -40,15 +39,7 @@ DEVICES = 50
 def _gateway(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 40
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(args, cwd, env, timeout)
 
 
 def _summary_count(output: str, label: str) -> int:
@@ -137,7 +128,7 @@ def test_demo_stores_every_device_fires_alerts_and_query_shows_them(tmp_path: Pa
 
 
 def test_demo_with_mosquitto_missing_says_how_to_install_it(tmp_path: Path) -> None:
-    env = {**os.environ, "MOSQUITTO_BIN": str(tmp_path / "no-such-mosquitto")}
+    env = {"MOSQUITTO_BIN": str(tmp_path / "no-such-mosquitto")}
     demo = _gateway(
         "demo", "--broker", "mosquitto", "--duration", "1", "--db", str(tmp_path / "demo.db"), cwd=tmp_path, env=env
     )

@@ -27,7 +27,7 @@ from device_sim.fleet import FleetSpec, generate
 from device_sim.manifest import Manifest
 from tests.support.gateway_proc import GatewayProcess, sqlite_rows, store_env
 from tests.support.servers import Mosquitto, VictoriaMetrics
-from tests.support.storecheck import Key, compare, vm_readings
+from tests.support.storecheck import Comparison, Key, compare, vm_readings
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
@@ -162,6 +162,12 @@ def _stop_cleanly(gateway: GatewayProcess, timeout_s: float = 40) -> float:
     return took
 
 
+def _compare_telemetry(manifest: Manifest, vm: VictoriaMetrics) -> tuple[Comparison, int]:
+    """What VictoriaMetrics holds against the manifest, and its count of telemetry samples (after a flush)."""
+    vm.force_flush()
+    return compare(manifest, vm), vm.count_samples(TELEMETRY)
+
+
 def _keys_of(manifest: Manifest) -> dict[str, Key]:
     """Reading id -> (device, ms), the key storecheck compares by."""
     return {r.id: (r.device, r.time_ns // 1_000_000) for r in manifest.readings}
@@ -267,9 +273,7 @@ def test_three_kill9_during_200k_messages_lose_nothing(
     finally:
         gateway.kill()
 
-    victoria.force_flush()
-    samples = victoria.count_samples(TELEMETRY)
-    result = compare(fleet.manifest, victoria)
+    result, samples = _compare_telemetry(fleet.manifest, victoria)
     print(
         f"200k run: published in {publisher.elapsed_s:.1f} s, all stored after {elapsed:.1f} s with 3 kills "
         f"(restarts took {', '.join(f'{r:.2f}' for r in restarts)} s); last gateway: "
@@ -321,9 +325,7 @@ def test_sigterm_mid_stream_exits_0_within_30s_and_loses_nothing(
     finally:
         gateway.kill()
 
-    victoria.force_flush()
-    samples = victoria.count_samples(TELEMETRY)
-    result = compare(fleet.manifest, victoria)
+    result, samples = _compare_telemetry(fleet.manifest, victoria)
     print(
         f"after the restart: stored the rest in {took:.1f} s, {metrics['gateway_readings_duplicate']:,.0f} "
         f"redelivered duplicates dropped; VictoriaMetrics: {result.stored:,} readings, {samples:,} samples, "

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.sinks.sqlite import StoredReading, read_readings
 from gateway.telemetry.self_metrics import FIELDS
-from tests.support.gateway_proc import GatewayProcess
+from tests.support.gateway_proc import GatewayProcess, sqlite_env
 from tests.support.servers import Mosquitto
 from tests.support.waits import wait_until
 
@@ -40,13 +40,7 @@ def _seconds_until(gateway: GatewayProcess, want: int, limit_s: float) -> float:
 
 @pytest.mark.parametrize("kill", [pytest.param(False, id="broker-stopped"), pytest.param(True, id="broker-killed")])
 def test_readyz_follows_the_broker(tmp_path: Path, mosquitto: Mosquitto, kill: bool) -> None:
-    env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-health",
-        "GATEWAY_MQTT__RECONNECT_MAX_S": "1",
-        "GATEWAY_SQLITE__PATH": str(tmp_path / "g.db"),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-    }
+    env = {**sqlite_env(mosquitto.url, "gw-health", tmp_path / "g.db"), "GATEWAY_MQTT__RECONNECT_MAX_S": "1"}
     config = tmp_path / "gateway.yaml"
     config.write_text("sqlite:\n  path: g.db\n")
     with GatewayProcess(tmp_path / "gw", env, config=config) as gateway:
@@ -67,11 +61,8 @@ def test_readyz_follows_the_broker(tmp_path: Path, mosquitto: Mosquitto, kill: b
 def test_own_counters_are_written_to_the_sinks_as_measurement_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
     db = tmp_path / "g.db"
     env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-self",
-        "GATEWAY_SQLITE__PATH": str(db),
+        **sqlite_env(mosquitto.url, "gw-self", db),
         "GATEWAY_SQLITE__FLUSH_INTERVAL_MS": "20",
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
         "GATEWAY_SELF_METRICS__INTERVAL_S": "0.3",
     }
     config = tmp_path / "gateway.yaml"

@@ -24,17 +24,21 @@ from tests.support.waits import wait_until
 EXAMPLE_CONFIG = ROOT / "config" / "gateway.example.yaml"
 
 
-def store_env(tmp_path: Path, broker_url: str, influx_url: str, client_id: str) -> dict[str, str]:
-    """Environment for a gateway writing to both sinks, with its journal beside them: the same identity
+def sqlite_env(broker_url: str, client_id: str, db: Path) -> dict[str, str]:
+    """Environment for a gateway storing into the SQLite file `db`, with its journal beside it: the same identity
     (client id, session, journal) across restarts of one test."""
     return {
         "GATEWAY_MQTT__URL": broker_url,
         "GATEWAY_MQTT__CLIENT_ID": client_id,
-        "GATEWAY_INFLUX__URL": influx_url,
-        "GATEWAY_INFLUX__TOKEN": "test-token",
-        "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
+        "GATEWAY_SQLITE__PATH": str(db),
+        "GATEWAY_JOURNAL__PATH": str(db.parent / "journal.db"),
     }
+
+
+def store_env(tmp_path: Path, broker_url: str, influx_url: str, client_id: str) -> dict[str, str]:
+    """`sqlite_env` (`tmp_path / "gateway.db"`) plus the InfluxDB sink at `influx_url`: both sinks."""
+    influx = {"GATEWAY_INFLUX__URL": influx_url, "GATEWAY_INFLUX__TOKEN": "test-token"}
+    return {**sqlite_env(broker_url, client_id, tmp_path / "gateway.db"), **influx}
 
 
 def publish(broker_url: str, messages: Sequence[tuple[str, bytes]], client_id: str = "test-publisher") -> None:
@@ -44,15 +48,19 @@ def publish(broker_url: str, messages: Sequence[tuple[str, bytes]], client_id: s
     assert stats.acknowledged == len(messages), f"broker acknowledged {stats.acknowledged} of {len(messages)}"
 
 
-def run_cli(args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m gateway <args>` to completion, in a clean environment (no developer's GATEWAY_* variables)."""
+def run_cli(
+    args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway <args>` to completion, in this environment without a developer's GATEWAY_* variables,
+    plus `env`."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
+        env={**clean, **(env or {})},
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
