@@ -1,6 +1,6 @@
 """The gateway against a broker that wants credentials, and one that speaks TLS: real Mosquitto, real gateway.
 
-Each test starts its own broker (tests/support/servers.py: ``password_file=`` / ``tls=``) and the gateway as a
+Each test starts its own broker (tests/support/mosquitto.py: ``password_file=`` / ``tls=``) and the gateway as a
 process configured from the environment only (no YAML file), with the SQLite sink.
 """
 
