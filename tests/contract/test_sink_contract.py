@@ -5,7 +5,7 @@ small reader that turns what its store holds back into rows ``(device, tags, tim
 same assertions apply to both:
 
 * influx - InfluxSink writing to a real VictoriaMetrics through its InfluxDB ``/api/v2/write`` API, read back
-  with ``/api/v1/export``. VM's mapping (see ``tests/support/servers.py``): one series per field named
+  with ``/api/v1/export``. VM's mapping (see ``tests/support/victoria.py``): one series per field named
   ``<measurement>_<field>``, booleans as 1/0, millisecond timestamps, 12 significant digits, and strings stored
   as 0 - so string fields are only counted there, their values are compared for SQLite alone.
 * sqlite - SqliteSink writing to a file in ``tmp_path``, read back with ``gateway.sinks.sqlite.read_readings``.

@@ -8,6 +8,7 @@ the password file and ACL that config/mosquitto/init-auth.sh writes, on the Mosq
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -17,8 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from gateway.ingest.mapping import TopicRouter
 from gateway.telemetry import self_metrics
 from tests.support import DATA, ROOT
 from tests.support.servers import Mosquitto
+from tests.support.waits import wait_until
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -820,25 +821,18 @@ class Client:
         self._client.on_connect = lambda _c, _u, _f, reason, _p: setattr(self, "connack", reason)
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
-        wait_for(lambda: self.connack is not None, "CONNACK")
+        wait_until(lambda: self.connack is not None, 10, f"a CONNACK for {client_id}", broker.log_tail, interval=0.01)
 
     def publish(self, topic: str, payload: str) -> int:
         return self._client.publish(topic, payload, qos=1).mid
 
     def subscribe(self, filters: list[str]) -> None:
         self._client.subscribe([(f, 1) for f in filters])
-        wait_for(lambda: len(self.granted) == len(filters), "SUBACK")
+        wait_until(lambda: len(self.granted) == len(filters), 10, f"a SUBACK for {filters}", interval=0.01)
 
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -882,17 +876,25 @@ def test_mosquitto_with_the_compose_config_enforces_logins_and_the_acl(
             gateway.publish(topic, "from the gateway")
 
         received: dict[str, str] = {}
-        deadline = time.monotonic() + 10
-        while set(received) != set(expected) and time.monotonic() < deadline:
-            try:
-                topic, payload = gateway.messages.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            assert not payload.startswith((b"as ", b"simulator off")), f"refused publish delivered on {topic}"
-            received[topic] = payload.decode()
+
+        def all_topics_received() -> bool:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    topic, payload = gateway.messages.get_nowait()
+                    assert not payload.startswith((b"as ", b"simulator off")), f"refused publish delivered on {topic}"
+                    received[topic] = payload.decode()
+            return set(received) == set(expected)
+
+        wait_until(all_topics_received, 10, f"a message on each of {sorted(expected)}", lambda: f"received {received}")
         assert received == expected
         # MQTT 5: Mosquitto answers a refused QoS 1 publish with PUBACK "Not authorized" (0x87).
-        wait_for(lambda: all(mid in device.acks for mid in refused[:2]) and refused[2] in sim.acks, "PUBACK")
+        wait_until(
+            lambda: all(mid in device.acks for mid in refused[:2]) and refused[2] in sim.acks,
+            10,
+            "a PUBACK for each refused publish",
+            broker.log_tail,
+            interval=0.01,
+        )
         for code in (device.acks[refused[0]], device.acks[refused[1]], sim.acks[refused[2]]):
             assert code.is_failure, code
     finally:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,8 @@ from gateway.demo.run import fresh_store
 from gateway.errors import DemoError
 from gateway.sinks.sqlite import SqliteSink, read_readings
 from gateway.tools.query import AlertRow
+from tests.support.gateway_proc import run_cli
+from tests.support.waits import wait_until
 
 DEVICES = 50
 
@@ -40,15 +39,7 @@ DEVICES = 50
 def _gateway(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 40
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(args, cwd, env, timeout)
 
 
 def _summary_count(output: str, label: str) -> int:
@@ -137,7 +128,7 @@ def test_demo_stores_every_device_fires_alerts_and_query_shows_them(tmp_path: Pa
 
 
 def test_demo_with_mosquitto_missing_says_how_to_install_it(tmp_path: Path) -> None:
-    env = {**os.environ, "MOSQUITTO_BIN": str(tmp_path / "no-such-mosquitto")}
+    env = {"MOSQUITTO_BIN": str(tmp_path / "no-such-mosquitto")}
     demo = _gateway(
         "demo", "--broker", "mosquitto", "--duration", "1", "--db", str(tmp_path / "demo.db"), cwd=tmp_path, env=env
     )
@@ -283,10 +274,12 @@ def test_amqtt_keeps_a_named_clients_session_and_refuses_anonymous_ones() -> Non
         subscriber.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("t/#", 1)
         subscriber.connect(LOCALHOST, broker.port)
         subscriber.loop_start()
-        _until(functools.partial(broker.subscribed, "sub", "t/#"))
+        wait_until(functools.partial(broker.subscribed, "sub", "t/#"), 5, "amqtt to hold sub's subscription to t/#")
         subscriber.disconnect()
         subscriber.loop_stop()
-        time.sleep(1.5)  # amqtt's session monitor (which drops anonymous sessions) runs once a second
+        # The scenario: the subscriber stays away while amqtt's session monitor (which drops anonymous sessions,
+        # and runs once a second) runs at least once; nothing observable marks that run.
+        time.sleep(1.5)
 
         publisher = _client("pub", "demo", [])
         publisher.connect(LOCALHOST, broker.port)
@@ -299,7 +292,7 @@ def test_amqtt_keeps_a_named_clients_session_and_refuses_anonymous_ones() -> Non
         again = _client("sub", "gateway", received)
         again.connect(LOCALHOST, broker.port)
         again.loop_start()
-        _until(lambda: len(received) >= 20)
+        wait_until(lambda: len(received) >= 20, 5, "the 20 messages kept for sub", lambda: f"received {received}")
         again.disconnect()
         again.loop_stop()
         assert sorted(received, key=int) == [b"%d" % i for i in range(20)]
@@ -309,7 +302,7 @@ def test_amqtt_keeps_a_named_clients_session_and_refuses_anonymous_ones() -> Non
         anonymous.on_connect = lambda _c, _u, _f, reason, _p: refusals.append(str(reason))
         anonymous.connect(LOCALHOST, broker.port)
         anonymous.loop_start()
-        _until(lambda: bool(refusals))
+        wait_until(lambda: bool(refusals), 5, "a CONNACK for the anonymous client")
         anonymous.loop_stop()
         anonymous.disconnect()
         assert refusals[0] == "Not authorized"
@@ -328,13 +321,6 @@ def _client(client_id: str, username: str | None, received: list[bytes]) -> mqtt
         client.username_pw_set(username)
     client.on_message = lambda _c, _u, message: received.append(bytes(message.payload))
     return client
-
-
-def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_demo_never_removes_a_file_that_is_not_its_store(tmp_path: Path) -> None:

@@ -1,17 +1,12 @@
 """The gateway against a broker that wants credentials, and one that speaks TLS: real Mosquitto, real gateway.
 
-Each test starts its own broker (tests/support/servers.py: ``password_file=`` / ``tls=``) and the gateway as a
+Each test starts its own broker (tests/support/mosquitto.py: ``password_file=`` / ``tls=``) and the gateway as a
 process configured from the environment only (no YAML file), with the SQLite sink.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import orjson
@@ -23,6 +18,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.sinks.sqlite import read_readings
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.servers import BrokerCertificates, Mosquitto, make_certificates, write_password_file
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +38,7 @@ VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED"
 
 
 class Gateway(GatewayProcess):
-    """A gateway configured by environment only; `launch()` does not insist on a broker connection."""
+    """A gateway configured by environment only (`launch()` does not insist on a broker connection)."""
 
     def __init__(self, workdir: Path, broker: Mosquitto, env: Mapping[str, str]) -> None:
         super().__init__(
@@ -59,58 +55,6 @@ class Gateway(GatewayProcess):
             config=None,
         )
         self.db_path = workdir / "gateway.db"
-
-    def __enter__(self) -> Gateway:
-        try:
-            super().__enter__()  # starts and waits for the broker connection
-        except BaseException:
-            self.kill()  # start() gave up: no __exit__ follows, do not leave the process running
-            raise
-        return self
-
-    def launch(self) -> Gateway:
-        """Start the process and wait for its HTTP endpoint only (`start()` waits for the broker too)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run"],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}"
-                try:
-                    self.metrics()
-                    return self
-                except OSError:
-                    time.sleep(0.05)
-            raise AssertionError(f"gateway HTTP endpoint did not come up:\n{self.log_tail()}")
-        except BaseException:
-            self.kill()
-            raise
-
-    def readyz(self) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as err:
-            with err:
-                return err.code, err.read().decode()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, predicate: Callable[[str], bool], timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
-        text = self.log_text()
-        while not predicate(text) and time.monotonic() < deadline:
-            time.sleep(0.1)
-            text = self.log_text()
-        return text
 
 
 def publish_reading(
@@ -149,11 +93,8 @@ def connack(broker: Mosquitto, auth: tuple[str, str] | None) -> ReasonCode:
     if auth:
         client.username_pw_set(*auth)
     client.connect(broker.host, broker.port)
-    deadline = time.monotonic() + 5
-    while not answers and time.monotonic() < deadline:
-        client.loop(0.1)
+    wait_until(lambda: client.loop(0.1) is not None and bool(answers), 5, "a CONNACK", broker.log_tail)
     client.disconnect()
-    assert answers, "no CONNACK"
     return answers[0]
 
 
@@ -166,8 +107,10 @@ def assert_stored(gateway: Gateway, device: str, reading_id: str, fields: Mappin
 
 def assert_retrying_unready(gateway: Gateway, failure: str, attempts: int = 3) -> str:
     """The gateway stays up, not connected and not ready, and keeps trying: `failure` logged `attempts` times."""
-    log = gateway.wait_for_log(lambda text: text.count(failure) >= attempts, timeout_s=10)
-    assert log.count(failure) >= attempts, log
+    wait_until(
+        lambda: gateway.log_text().count(failure) >= attempts, 10, f"{attempts} log lines {failure!r}", gateway.log_tail
+    )
+    log = gateway.log_text()
     assert gateway.proc is not None and gateway.proc.poll() is None, log
     assert gateway.metrics()["gateway_broker_connected"] == 0
     status, why = gateway.readyz()

@@ -27,13 +27,15 @@ from device_sim.fleet import FleetSpec, generate
 from device_sim.manifest import Manifest
 from tests.support.gateway_proc import GatewayProcess, sqlite_rows, store_env
 from tests.support.servers import Mosquitto, VictoriaMetrics
-from tests.support.storecheck import Key, compare, vm_readings
+from tests.support.storecheck import Comparison, Key, compare, vm_readings
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
 FIELDS = 4  # temperature, humidity, battery, relay: samples per reading in VictoriaMetrics, rows in SQLite
 TELEMETRY = '{__name__=~"telemetry_.*"}'
 SINKS = ("influx", "sqlite")
+ACKED = "gateway_messages_acknowledged"
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -105,35 +107,50 @@ def _pending_in_journal(metrics: dict[str, float]) -> float:
 
 def _wait_idle(gateway: GatewayProcess, timeout_s: float, quiet_s: float = 1.5) -> dict[str, float]:
     """Wait until the gateway receives nothing new for `quiet_s` and both sinks have stored the whole journal."""
-    deadline = time.monotonic() + timeout_s
     last_received = -1.0
     quiet_since = time.monotonic()
     metrics: dict[str, float] = {}
-    while time.monotonic() < deadline:
-        metrics = gateway.metrics()
+
+    def idle() -> bool:
+        nonlocal last_received, quiet_since
+        metrics.update(gateway.metrics())
         received = metrics["gateway_messages_received"]
-        now = time.monotonic()
         if received != last_received or _pending_in_journal(metrics):
-            last_received, quiet_since = received, now
-        elif now - quiet_since >= quiet_s:
-            return metrics
-        time.sleep(0.1)
-    raise AssertionError(f"gateway not idle within {timeout_s} s: {metrics}\n{gateway.log_tail()}")
+            last_received, quiet_since = received, time.monotonic()
+            return False
+        return time.monotonic() - quiet_since >= quiet_s
+
+    wait_until(
+        idle,
+        timeout_s,
+        f"the gateway idle (nothing received for {quiet_s} s, the journal stored)",
+        lambda: f"{metrics}\n{gateway.log_tail()}",
+        interval=0.1,
+    )
+    return metrics
 
 
 def _wait_stored(gateway: GatewayProcess, db: Path, readings: int, timeout_s: float) -> float:
     """Wait until the SQLite sink holds `readings` readings and the journal is drained; returns the time taken."""
     began = time.monotonic()
-    deadline = began + timeout_s
     rows = 0
-    while time.monotonic() < deadline:
-        if _pending_in_journal(gateway.metrics()) == 0:
-            rows = sqlite_rows(db)
-            if rows >= readings * FIELDS:
-                _wait_idle(gateway, timeout_s=max(5.0, deadline - time.monotonic()), quiet_s=0.5)
-                return time.monotonic() - began
-        time.sleep(0.5)
-    raise AssertionError(f"SQLite sink holds {rows / FIELDS:.0f} of {readings} readings\n{gateway.log_tail()}")
+
+    def stored() -> bool:
+        nonlocal rows
+        if _pending_in_journal(gateway.metrics()):
+            return False
+        rows = sqlite_rows(db)
+        return rows >= readings * FIELDS
+
+    wait_until(
+        stored,
+        timeout_s,
+        f"{readings} readings in the SQLite sink and the journal drained",
+        lambda: f"SQLite sink holds {rows / FIELDS:.0f} of {readings} readings\n{gateway.log_tail()}",
+        interval=0.5,
+    )
+    _wait_idle(gateway, timeout_s=max(5.0, began + timeout_s - time.monotonic()), quiet_s=0.5)
+    return time.monotonic() - began
 
 
 def _stop_cleanly(gateway: GatewayProcess, timeout_s: float = 40) -> float:
@@ -143,6 +160,12 @@ def _stop_cleanly(gateway: GatewayProcess, timeout_s: float = 40) -> float:
     took = time.monotonic() - began
     assert code == 0, gateway.log_tail()
     return took
+
+
+def _compare_telemetry(manifest: Manifest, vm: VictoriaMetrics) -> tuple[Comparison, int]:
+    """What VictoriaMetrics holds against the manifest, and its count of telemetry samples (after a flush)."""
+    vm.force_flush()
+    return compare(manifest, vm), vm.count_samples(TELEMETRY)
 
 
 def _keys_of(manifest: Manifest) -> dict[str, Key]:
@@ -225,12 +248,9 @@ def test_three_kill9_during_200k_messages_lose_nothing(
     restarts: list[float] = []
     try:
         for threshold in kill_at:
-            acked = 0.0
-            while acked_before + acked < threshold:
-                acked = gateway.metrics()["gateway_messages_acknowledged"]
-                assert time.monotonic() - began < 150, gateway.log_tail()
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 0.3))
+            # The whole run's budget of 150 s, shared by the three waits.
+            gateway.wait_for(ACKED, threshold - acked_before, timeout_s=max(0.0, began + 150 - time.monotonic()))
+            time.sleep(rng.uniform(0.0, 0.3))  # the scenario: a kill at a random moment, not at a metrics poll
             metrics = gateway.metrics()
             rss, peak = _rss_mb(gateway)
             gateway.kill()
@@ -253,9 +273,7 @@ def test_three_kill9_during_200k_messages_lose_nothing(
     finally:
         gateway.kill()
 
-    victoria.force_flush()
-    samples = victoria.count_samples(TELEMETRY)
-    result = compare(fleet.manifest, victoria)
+    result, samples = _compare_telemetry(fleet.manifest, victoria)
     print(
         f"200k run: published in {publisher.elapsed_s:.1f} s, all stored after {elapsed:.1f} s with 3 kills "
         f"(restarts took {', '.join(f'{r:.2f}' for r in restarts)} s); last gateway: "
@@ -307,9 +325,7 @@ def test_sigterm_mid_stream_exits_0_within_30s_and_loses_nothing(
     finally:
         gateway.kill()
 
-    victoria.force_flush()
-    samples = victoria.count_samples(TELEMETRY)
-    result = compare(fleet.manifest, victoria)
+    result, samples = _compare_telemetry(fleet.manifest, victoria)
     print(
         f"after the restart: stored the rest in {took:.1f} s, {metrics['gateway_readings_duplicate']:,.0f} "
         f"redelivered duplicates dropped; VictoriaMetrics: {result.stored:,} readings, {samples:,} samples, "
@@ -397,7 +413,7 @@ def test_torn_journal_tail_20_restarts(tmp_path: Path, mosquitto: Mosquitto, vic
                 expect_restored = None
             if n == 0:
                 publisher.start()  # once the gateway's session is subscribed, so the broker keeps every message
-            time.sleep(rng.uniform(0.3, 1.2))
+            time.sleep(rng.uniform(0.3, 1.2))  # the scenario: a kill -9 at a random moment under load
             assert gateway.proc is not None and gateway.proc.poll() is None, gateway.log_tail()
             metrics = gateway.metrics()
             gateway.kill()

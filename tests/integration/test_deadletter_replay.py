@@ -4,10 +4,8 @@ the gateway process."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -26,7 +24,7 @@ from gateway.model import Reading, Rejection
 from gateway.rfc3339 import rfc3339
 from gateway.sinks.sqlite import StoredReading, read_readings
 from gateway.tools.replay import list_rejected, parse_since, replay
-from tests.support.gateway_proc import GatewayProcess
+from tests.support.gateway_proc import GatewayProcess, run_cli
 from tests.support.servers import Mosquitto
 
 T0 = 1_795_774_500_000_000_000  # 2026-11-27T10:15:00Z
@@ -276,16 +274,7 @@ def test_since_refuses_what_it_cannot_read(text: str) -> None:
 
 
 def _gateway(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        check=False,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(args, cwd, timeout=120)
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
@@ -338,6 +327,8 @@ def test_a_mapping_fixed_after_its_messages_were_dead_lettered_replay_stores_the
         published = time.time_ns()
         publisher.publish(plant[:20] + lab[:5])
         gateway.wait_for("gateway_messages_acknowledged", 25, timeout_s=15)
+        # The scenario: `since` lies clearly between the two batches on the gateway's clock, so the filter
+        # below has a first batch before it and a second after it.
         time.sleep(0.05)
         since = time.time_ns()
         time.sleep(0.05)

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.sinks.sqlite import read_readings
 from tests.support import DATA
-from tests.support.gateway_proc import ROOT, GatewayProcess
+from tests.support.gateway_proc import ROOT, GatewayProcess, sqlite_env
 from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -45,12 +45,7 @@ def _expected_time_ns(text: str, published_ns: tuple[int, int]) -> tuple[int, in
 
 def test_every_device_family_sample_is_stored_as_expected(tmp_path: Path, mosquitto: Mosquitto) -> None:
     db = tmp_path / "devices.db"
-    env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-families",
-        "GATEWAY_SQLITE__PATH": str(db),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-    }
+    env = sqlite_env(mosquitto.url, "gw-families", db)
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "families-pub", protocol=mqtt.MQTTv5)
     with GatewayProcess(tmp_path / "gw", env, config=ROOT / "config" / "devices.example.yaml") as gateway:
         publisher.connect(mosquitto.host, mosquitto.port)

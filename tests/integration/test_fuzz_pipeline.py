@@ -35,7 +35,7 @@ from gateway.reasons import Reason
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
 from tests.support.fuzzgen import DEVICES_CONFIG, MAX_TOPIC_BYTES, ROUTER, ByteSource, RandomSource, chance, gen_message
-from tests.support.gateway_proc import GatewayProcess
+from tests.support.gateway_proc import GatewayProcess, sqlite_env
 from tests.support.mqtt import publish_pipelined
 from tests.support.servers import Mosquitto
 from tests.support.strict_lineprotocol import parse_lines
@@ -333,12 +333,7 @@ def expected_rows(new_readings: Iterable[tuple[int, Reading]]) -> Expected:
 def test_fuzzed_corpus_through_a_running_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
     corpus = make_corpus(SEED, CORPUS)
     db = tmp_path / "gateway.db"
-    env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-fuzz",
-        "GATEWAY_SQLITE__PATH": str(db),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-    }
+    env = sqlite_env(mosquitto.url, "gw-fuzz", db)
     gateway = GatewayProcess(tmp_path / "gw", env, config=DEVICES_CONFIG).start()
     try:
         published_from = time.time_ns()

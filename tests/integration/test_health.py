@@ -14,8 +14,9 @@ import pytest
 
 from gateway.sinks.sqlite import StoredReading, read_readings
 from gateway.telemetry.self_metrics import FIELDS
-from tests.support.gateway_proc import GatewayProcess
+from tests.support.gateway_proc import GatewayProcess, sqlite_env
 from tests.support.servers import Mosquitto
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +34,13 @@ def _status(gateway: GatewayProcess, path: str) -> tuple[int, str]:
 def _seconds_until(gateway: GatewayProcess, want: int, limit_s: float) -> float:
     """Seconds until /readyz answers `want` (polled every 50 ms); fails after `limit_s`."""
     started = time.monotonic()
-    while time.monotonic() - started < limit_s:
-        if _status(gateway, "/readyz")[0] == want:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    pytest.fail(f"/readyz did not answer {want} within {limit_s} s:\n{gateway.log_tail()}")
+    wait_until(lambda: _status(gateway, "/readyz")[0] == want, limit_s, f"/readyz answering {want}", gateway.log_tail)
+    return time.monotonic() - started
 
 
 @pytest.mark.parametrize("kill", [pytest.param(False, id="broker-stopped"), pytest.param(True, id="broker-killed")])
 def test_readyz_follows_the_broker(tmp_path: Path, mosquitto: Mosquitto, kill: bool) -> None:
-    env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-health",
-        "GATEWAY_MQTT__RECONNECT_MAX_S": "1",
-        "GATEWAY_SQLITE__PATH": str(tmp_path / "g.db"),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-    }
+    env = {**sqlite_env(mosquitto.url, "gw-health", tmp_path / "g.db"), "GATEWAY_MQTT__RECONNECT_MAX_S": "1"}
     config = tmp_path / "gateway.yaml"
     config.write_text("sqlite:\n  path: g.db\n")
     with GatewayProcess(tmp_path / "gw", env, config=config) as gateway:
@@ -69,11 +61,8 @@ def test_readyz_follows_the_broker(tmp_path: Path, mosquitto: Mosquitto, kill: b
 def test_own_counters_are_written_to_the_sinks_as_measurement_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
     db = tmp_path / "g.db"
     env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-self",
-        "GATEWAY_SQLITE__PATH": str(db),
+        **sqlite_env(mosquitto.url, "gw-self", db),
         "GATEWAY_SQLITE__FLUSH_INTERVAL_MS": "20",
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
         "GATEWAY_SELF_METRICS__INTERVAL_S": "0.3",
     }
     config = tmp_path / "gateway.yaml"
@@ -86,13 +75,18 @@ def test_own_counters_are_written_to_the_sinks_as_measurement_gateway(tmp_path: 
             body = {"id": f"m{i}", "metrics": {"t": i}} if i < 4 else {"metrics": {}}  # the last one is rejected
             publisher.publish("devices/d1/telemetry", json.dumps(body), qos=1).wait_for_publish(5)
         gateway.wait_for('gateway_readings_stored{sink="sqlite"}', 4, timeout_s=10)
-        deadline = time.monotonic() + 10
         points: list[StoredReading] = []
-        while time.monotonic() < deadline:
-            points = list(read_readings(db, "gateway"))
-            if len(points) >= 2 and points[-1].fields["readings_stored"] == 4:
-                break
-            time.sleep(0.1)
+
+        def two_points_the_last_counting_4() -> bool:
+            points[:] = read_readings(db, "gateway")
+            return len(points) >= 2 and points[-1].fields["readings_stored"] == 4
+
+        wait_until(
+            two_points_the_last_counting_4,
+            10,
+            "two of the gateway's own points, the last with readings_stored 4",
+            lambda: f"points: {points}\n{gateway.log_tail()}",
+        )
         metrics = gateway.metrics()
         publisher.loop_stop()
     last = points[-1]

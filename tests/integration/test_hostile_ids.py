@@ -35,7 +35,7 @@ from gateway.ingest.ingestor import Ingestor
 from gateway.model import RawMessage, Reading
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
-from tests.support.gateway_proc import ROOT, GatewayProcess
+from tests.support.gateway_proc import ROOT, GatewayProcess, store_env
 from tests.support.mqtt import MqttTap, publish_pipelined
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.strict_lineprotocol import parse_lines
@@ -228,14 +228,7 @@ class Stored(NamedTuple):
 @pytest.fixture
 def run_gateway(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> Iterator[Any]:
     def run(cases: list[Case], pattern: str | None, expect_stored: int) -> Stored:
-        env = {
-            "GATEWAY_MQTT__URL": mosquitto.url,
-            "GATEWAY_MQTT__CLIENT_ID": "gw-ids",
-            "GATEWAY_INFLUX__URL": victoria.url,
-            "GATEWAY_INFLUX__TOKEN": "test-token",
-            "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
-            "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-        }
+        env = store_env(tmp_path, mosquitto.url, victoria.url, "gw-ids")
         if pattern is not None:
             env["GATEWAY_VALIDATION__DEVICE_ID_PATTERN"] = pattern
         with MqttTap(mosquitto, "gateway/deadletter/#", "ids-deadletters") as tap:

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.sinks.sqlite import read_readings
-from tests.support.gateway_proc import ROOT, GatewayProcess
+from tests.support.gateway_proc import ROOT, GatewayProcess, sqlite_env
 from tests.support.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -24,12 +24,7 @@ HOSTILE = [
 
 
 def test_hostile_payloads_are_rejected_while_others_flow(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-hostile",
-        "GATEWAY_SQLITE__PATH": str(tmp_path / "g.db"),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-    }
+    env = sqlite_env(mosquitto.url, "gw-hostile", tmp_path / "g.db")
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "hostile-pub", protocol=mqtt.MQTTv5)
     with GatewayProcess(tmp_path / "gw", env, config=ROOT / "config" / "devices.example.yaml") as gateway:
         publisher.connect(mosquitto.host, mosquitto.port)

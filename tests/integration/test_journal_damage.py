@@ -15,7 +15,6 @@ import contextlib
 import random
 import re
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +30,7 @@ from gateway.model import Rejection
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.servers import Mosquitto, VictoriaMetrics, free_port
 from tests.support.storecheck import compare
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -135,13 +135,13 @@ def _start_on_damaged(
 
 
 def _wait_for_log(gateway: GatewayProcess, pattern: str, timeout_s: float = 15) -> re.Match[str]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = re.search(pattern, gateway.log_path.read_text())
-        if found or time.monotonic() > deadline:
-            assert found, f"no log line matching {pattern!r}:\n{gateway.log_tail()}"
-            return found
-        time.sleep(0.1)
+    """The first match of `pattern` in the log, once there is one; fails with the log's tail."""
+    wait_until(
+        lambda: re.search(pattern, gateway.log_text()), timeout_s, f"a log line matching {pattern!r}", gateway.log_tail
+    )
+    found = re.search(pattern, gateway.log_text())
+    assert found is not None
+    return found
 
 
 def _assert_stored_exactly(gateway: GatewayProcess, vm: VictoriaMetrics, manifest: Manifest, salvaged: int) -> None:

@@ -9,20 +9,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.support.gateway_proc import GatewayProcess
+from tests.support.gateway_proc import GatewayProcess, sqlite_env
 from tests.support.mqtt import MqttTap
 from tests.support.servers import Mosquitto
 
 
 @pytest.mark.integration
 def test_a_rejected_message_is_traceable_from_log_to_dead_letter(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-logs",
-        "GATEWAY_SQLITE__PATH": str(tmp_path / "g.db"),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-        "GATEWAY_LOG__FORMAT": "json",
-    }
+    env = {**sqlite_env(mosquitto.url, "gw-logs", tmp_path / "g.db"), "GATEWAY_LOG__FORMAT": "json"}
     config = tmp_path / "gateway.yaml"
     config.write_text("sqlite:\n  path: g.db\n")
     watcher = MqttTap(mosquitto, "gateway/deadletter/#", "dl-watch")

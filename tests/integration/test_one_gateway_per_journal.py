@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from device_sim.fleet import FleetSpec, generate
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.servers import Mosquitto, VictoriaMetrics, free_port
 from tests.support.storecheck import compare
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -109,15 +109,17 @@ def test_two_gateways_with_one_client_id_log_the_session_takeovers_and_count_the
     try:
         for twin in twins:
             twin.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            found = [pattern.search(twin.log_path.read_text()) for twin in twins]
-            if any(found):
-                break
-            time.sleep(0.1)
+        found: list[re.Match[str] | None] = []
+
+        def a_takeover_logged() -> bool:
+            found[:] = [pattern.search(twin.log_text()) for twin in twins]
+            return any(found)
+
+        wait_until(
+            a_takeover_logged, 20, "a session takeover in either log", lambda: "\n".join(t.log_tail(10) for t in twins)
+        )
         counted = [twin.metrics()[TAKEOVERS] for twin in twins]
         print(f"\ntakeovers counted: {counted}")
-        assert any(found), "\n".join(twin.log_tail(10) for twin in twins)
         for match, takeovers in zip(found, counted, strict=True):
             if match:
                 assert int(match[1]) >= 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from device_sim.publisher import publish
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.servers import Mosquitto, VictoriaMetrics
 from tests.support.storecheck import compare
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,12 @@ def test_two_replicas_split_the_stream_and_store_each_reading_once(
     ]
     try:
         publish(fleet.outgoing, mosquitto.url, qos=1)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if sum(g.metrics()["gateway_messages_acknowledged"] for g in replicas) >= len(fleet.outgoing):
-                break
-            time.sleep(0.1)
+        wait_until(
+            lambda: sum(g.metrics()["gateway_messages_acknowledged"] for g in replicas) >= len(fleet.outgoing),
+            30,
+            f"{len(fleet.outgoing)} messages acknowledged by the two replicas",
+            lambda: "\n".join(g.log_tail(10) for g in replicas),
+        )
         received = [g.metrics()["gateway_messages_received"] for g in replicas]
     finally:
         for gateway in replicas:

@@ -251,7 +251,8 @@ def test_full_journal_stops_acknowledging_and_the_broker_keeps_the_rest(
         log = gateway.log_path.read_text(errors="replace")
         assert "not acknowledging until the sinks catch up" in log, gateway.log_tail()
 
-        # Keep the store away a little longer (well below 2 x keepalive: the gateway stops reading the socket).
+        # The scenario: the store stays away 20 s in all (well below 2 x keepalive: the gateway stops reading the
+        # socket).
         time.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
         victoria.start()
         up_at = time.monotonic()

@@ -15,7 +15,7 @@ import pytest
 from device_sim.manifest import Manifest
 from device_sim.timeline import FAULTS
 from tests.support import ROOT
-from tests.support.gateway_proc import GatewayProcess
+from tests.support.gateway_proc import GatewayProcess, store_env
 from tests.support.servers import Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.integration
@@ -32,14 +32,7 @@ def device_sim(*args: str) -> subprocess.CompletedProcess[str]:
 def test_every_fault_through_the_gateway_then_verify_finds_no_difference(
     tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics
 ) -> None:
-    env = {
-        "GATEWAY_MQTT__URL": mosquitto.url,
-        "GATEWAY_MQTT__CLIENT_ID": "gw-sim-e2e",
-        "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
-        "GATEWAY_INFLUX__URL": victoria.url,
-        "GATEWAY_INFLUX__TOKEN": "test-token",
-    }
+    env = store_env(tmp_path, mosquitto.url, victoria.url, "gw-sim-e2e")
     manifest_path, report_path = tmp_path / "manifest.jsonl", tmp_path / "report.json"
     faults = [arg for k, v in (FAULT_RATES | FAULT_TIMES).items() for arg in ("--fault", f"{k}={v}")]
     with GatewayProcess(tmp_path / "gw", env, config=ROOT / "config" / "devices.example.yaml") as gateway:

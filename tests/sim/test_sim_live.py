@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -83,18 +81,8 @@ def test_drops_and_reboots_lose_nothing(mosquitto: Mosquitto) -> None:
 def test_a_broker_restart_is_ridden_out(mosquitto: Mosquitto) -> None:
     scenario = make(mosquitto, devices=10, **{"run.duration_s": 4})
 
-    def bounce() -> None:  # the scenario: the broker goes away 1 s into the run, for 0.5 s
-        time.sleep(1.0)
-        mosquitto.stop()
-        time.sleep(0.5)
-        mosquitto.start()
-
-    bouncer = threading.Thread(target=bounce)
-    bouncer.start()
-    try:
+    with mosquitto.outage(after_s=1.0, for_s=0.5):
         result = run(scenario)
-    finally:
-        bouncer.join()
     assert (result.failure, result.errors) == (None, 0)
     assert result.snapshot.acked == sent_by(scenario).total()
     assert result.snapshot.drops >= 10

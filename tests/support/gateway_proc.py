@@ -8,10 +8,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -25,17 +24,21 @@ from tests.support.waits import wait_until
 EXAMPLE_CONFIG = ROOT / "config" / "gateway.example.yaml"
 
 
-def store_env(tmp_path: Path, broker_url: str, influx_url: str, client_id: str) -> dict[str, str]:
-    """Environment for a gateway writing to both sinks, with its journal beside them: the same identity
+def sqlite_env(broker_url: str, client_id: str, db: Path) -> dict[str, str]:
+    """Environment for a gateway storing into the SQLite file `db`, with its journal beside it: the same identity
     (client id, session, journal) across restarts of one test."""
     return {
         "GATEWAY_MQTT__URL": broker_url,
         "GATEWAY_MQTT__CLIENT_ID": client_id,
-        "GATEWAY_INFLUX__URL": influx_url,
-        "GATEWAY_INFLUX__TOKEN": "test-token",
-        "GATEWAY_SQLITE__PATH": str(tmp_path / "gateway.db"),
-        "GATEWAY_JOURNAL__PATH": str(tmp_path / "journal.db"),
+        "GATEWAY_SQLITE__PATH": str(db),
+        "GATEWAY_JOURNAL__PATH": str(db.parent / "journal.db"),
     }
+
+
+def store_env(tmp_path: Path, broker_url: str, influx_url: str, client_id: str) -> dict[str, str]:
+    """`sqlite_env` (`tmp_path / "gateway.db"`) plus the InfluxDB sink at `influx_url`: both sinks."""
+    influx = {"GATEWAY_INFLUX__URL": influx_url, "GATEWAY_INFLUX__TOKEN": "test-token"}
+    return {**sqlite_env(broker_url, client_id, tmp_path / "gateway.db"), **influx}
 
 
 def publish(broker_url: str, messages: Sequence[tuple[str, bytes]], client_id: str = "test-publisher") -> None:
@@ -45,15 +48,19 @@ def publish(broker_url: str, messages: Sequence[tuple[str, bytes]], client_id: s
     assert stats.acknowledged == len(messages), f"broker acknowledged {stats.acknowledged} of {len(messages)}"
 
 
-def run_cli(args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m gateway <args>` to completion, in a clean environment (no developer's GATEWAY_* variables)."""
+def run_cli(
+    args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway <args>` to completion, in this environment without a developer's GATEWAY_* variables,
+    plus `env`."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
+        env={**clean, **(env or {})},
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -103,7 +110,8 @@ class GatewayProcess:
         self.preamble: str | None = None  # Python run before the gateway starts (a test's fault injection)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> GatewayProcess:
+    def launch(self) -> GatewayProcess:
+        """Start the process and wait until its HTTP endpoint answers; `start()` waits for the broker too."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.preamble is None:
             args = [sys.executable, "-m", "gateway", "run"]
@@ -111,21 +119,35 @@ class GatewayProcess:
             args = [sys.executable, "-c", f"{self.preamble}\nfrom gateway.tools.cli import main\nmain()", "run"]
         if self.config is not None:
             args += ["--config", str(self.config)]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_alive(lambda: self.metrics() is not None, "the gateway's HTTP endpoint")
+        return self
+
+    def start(self) -> GatewayProcess:
+        """Start the process and wait until it is connected to the broker (fails with the log's tail)."""
+        self.launch()
+        self._wait_alive(lambda: self.metrics().get("gateway_broker_connected") == 1, "the broker connection")
+        return self
+
+    def _wait_alive(self, answered: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+        """Wait for `answered()` (an OSError counts as not yet), failing at once when the process exits;
+        the process is killed when the wait fails, as no `__exit__` follows a failed start."""
+
+        def reached() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if self.metrics().get("gateway_broker_connected") == 1:
-                    return self
+                return answered()
             except OSError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"gateway did not connect within 20 s:\n{self.log_tail()}")
+                return False
+
+        try:
+            wait_until(reached, timeout_s, what, self.log_tail)
+        except BaseException:
+            self.kill()
+            raise
 
     def stop(self, timeout_s: float = 40) -> int:
         if self.proc is None or self.proc.poll() is not None:
