@@ -26,6 +26,7 @@ from gateway.mqtt import (
     TlsOptions,
 )
 from tests.support.servers import BrokerCertificates, Mosquitto, free_port, make_certificates, write_password_file
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +62,29 @@ def confirmations(publisher: MqttClient, count: int, timeout: float = 5.0) -> li
 
 
 def quiet_for(client: MqttClient, seconds: float) -> list[Publish]:
-    """What arrives within `seconds` (acknowledged): nothing, when the session has nothing left."""
+    """What arrives within `seconds` (acknowledged). Only where time itself is the scenario (keepalive pings, a
+    broker's redelivery timer); "nothing more comes" is `before_marker`."""
     return drain(client, 1_000_000, timeout=seconds)
+
+
+def before_marker(
+    client: MqttClient, broker: Mosquitto, topic: str = "t/marker", publisher: MqttClient | None = None
+) -> list[bytes]:
+    """Publish a marker on `topic` (which `client` subscribes to; through `publisher` where the broker wants TLS)
+    and read until it arrives: the payloads that came before it. The broker sends a session's queued and
+    redelivered messages before a newer one, so an empty list means nothing else was coming."""
+    if publisher is None:
+        stats = blast([publish_packet(topic, b"marker", 1)], broker.url, client_id=f"marker-{time.monotonic_ns()}")
+        assert stats.acknowledged == 1
+    else:
+        marker = publisher.publish(topic, b"marker")
+        confirmed: list[int] = []
+        wait_until(lambda: confirmed.extend(i for i, _ in confirmations(publisher, 1, 0.1)) or marker in confirmed,
+                   10, "the marker confirmed", lambda: confirmed)  # fmt: skip
+    got: list[Publish] = []
+    wait_until(lambda: got.extend(drain(client, 1, timeout=0.1)) or b"marker" in [p.payload for p in got], 10,
+               "the marker message", lambda: [p.payload for p in got])  # fmt: skip
+    return [p.payload for p in got[: [p.payload for p in got].index(b"marker")]]
 
 
 def backlog(broker: Mosquitto, count: int, topic: str = "t/dev-{i}/telemetry") -> list[bytes]:
@@ -79,11 +101,13 @@ def reconnect_once_gone(client: MqttClient, broker: Mosquitto, client_id: str = 
     has not read to the end drops that one's unread PUBACKs ("already connected, closing old connection"),
     DISCONNECT or not: at least once, but these tests count exactly."""
     gone = (f"Client {client_id} disconnected", f"Client {client_id} closed its connection")
-    seen = sum(broker.log_path.read_text().count(marker) for marker in gone)
+
+    def logged() -> int:
+        return sum(broker.log_path.read_text().count(marker) for marker in gone)
+
+    seen = logged()
     client.disconnect()
-    deadline = time.monotonic() + 5
-    while sum(broker.log_path.read_text().count(marker) for marker in gone) == seen and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: logged() > seen, 5, "Mosquitto logging the disconnect", broker.log_path.read_text)
     return client.connect()
 
 
@@ -104,7 +128,7 @@ def test_receive_and_ack_then_nothing_comes_again(mosquitto: Mosquitto, subscrib
     assert {(p.qos, p.dup, p.retain) for p in got} == {(1, False, False)}
     assert got[0].topic == "t/dev-0/telemetry"
     assert reconnect_once_gone(subscribed, mosquitto) is True
-    assert quiet_for(subscribed, 0.5) == []
+    assert before_marker(subscribed, mosquitto) == []
 
 
 @pytest.mark.parametrize("subscribed", PROTOCOLS, indirect=True)
@@ -119,7 +143,7 @@ def test_unacknowledged_messages_come_again_with_dup_after_a_crash(
     assert [p.payload for p in again] == payloads
     assert all(p.dup for p in again)
     assert reconnect_once_gone(subscribed, mosquitto) is True
-    assert quiet_for(subscribed, 0.5) == []
+    assert before_marker(subscribed, mosquitto) == []
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -181,7 +205,7 @@ def test_retain_handling_skips_retained_messages_on_a_resubscribe(mosquitto: Mos
     client.subscribe(["r/#"], 1, RetainHandling.SEND_IF_NEW_SUBSCRIPTION)
     assert [p.payload for p in drain(client, 1)] == [b"kept"]
     client.subscribe(["r/#"], 1, RetainHandling.SEND_IF_NEW_SUBSCRIPTION)  # the same subscription again
-    assert quiet_for(client, 0.5) == []
+    assert before_marker(client, mosquitto, "r/marker") == []
     client.close()
 
 
@@ -189,11 +213,11 @@ def test_retain_handling_skips_retained_messages_on_a_resubscribe(mosquitto: Mos
 def test_unsubscribed_filters_receive_nothing_more(mosquitto: Mosquitto, protocol: int) -> None:
     client = make_client(mosquitto, protocol)
     client.connect()
-    client.subscribe(["t/#"], 1)
+    client.subscribe(["t/#", "marker/#"], 1)
     codes = client.unsubscribe(["t/#"])
     assert codes == ((0,) if protocol == MQTT_5 else ())
     backlog(mosquitto, 5)
-    assert quiet_for(client, 0.5) == []
+    assert before_marker(client, mosquitto, "marker/1") == []  # the backlog went to the broker first
     client.close()
 
 
@@ -201,7 +225,7 @@ def test_unsubscribed_filters_receive_nothing_more(mosquitto: Mosquitto, protoco
 def test_keepalive_pings_are_answered(mosquitto: Mosquitto, protocol: int) -> None:
     client = make_client(mosquitto, protocol, keepalive=1)
     client.connect()
-    assert quiet_for(client, 2.6) == []
+    assert quiet_for(client, 2.6) == []  # the scenario: idle for more than two keepalive intervals
     assert client.pings_sent >= 2
     assert client.pings_answered >= client.pings_sent - 1
     assert client.connected
@@ -269,7 +293,10 @@ def test_tls_with_our_ca_receives_and_acks(tls_broker: tuple[Mosquitto, BrokerCe
     got = drain(client, len(sent))
     assert len(got) == len(sent)
     assert reconnect_once_gone(client, broker) is True
-    assert quiet_for(client, 0.3) == []
+    marker_publisher = make_client(broker, protocol, client_id="tls-marker", tls=TlsOptions(ca_file=certs.ca_file))
+    marker_publisher.connect()
+    assert before_marker(client, broker, publisher=marker_publisher) == []
+    marker_publisher.disconnect()
     client.close()
     publisher.close()
 
@@ -333,11 +360,9 @@ def test_amqtt_receive_ack_publish_confirmed_and_session_resumed(amqtt_broker: A
     assert later
     assert subscriber.connect() is True
     # At least once: amqtt now and then sends one of them twice after the reconnect.
-    got = []
-    deadline = time.monotonic() + 10
-    while {int(p.payload) for p in got} != set(range(10)) and time.monotonic() < deadline:
-        got += drain(subscriber, 1, timeout=0.2)
-    assert {int(p.payload) for p in got} == set(range(10))
+    got: list[Publish] = []
+    wait_until(lambda: got.extend(drain(subscriber, 1, timeout=0.2)) or {int(p.payload) for p in got} == set(range(10)),
+               10, "the 10 messages published while away", lambda: sorted(p.payload for p in got))  # fmt: skip
     subscriber.close()
     publisher.disconnect()
 
@@ -360,10 +385,12 @@ def nats_mqtt(tmp_path: Path) -> Iterator[int]:
     with (tmp_path / "nats.out").open("wb") as out:
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while b"Server is ready" not in (tmp_path / "nats.out").read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "nats.out").read_text()
-            time.sleep(0.05)
+
+        def ready() -> bool:
+            assert proc.poll() is None, (tmp_path / "nats.out").read_text()
+            return b"Server is ready" in (tmp_path / "nats.out").read_bytes()
+
+        wait_until(ready, 10, "nats-server ready", (tmp_path / "nats.out").read_text)
         yield port
     finally:
         proc.terminate()
@@ -388,10 +415,10 @@ def test_nats_receive_ack_publish_confirmed_and_session_resumed(nats_mqtt: int) 
     assert sorted(int(p.payload) for p in again) == list(range(20))
     assert all(p.dup for p in again)
     subscriber.disconnect()
-    publisher.publish("t/away", b"queued")
-    time.sleep(0.3)
+    away = publisher.publish("t/away", b"queued")
+    assert [packet_id for packet_id, _ in confirmations(publisher, 1)] == [away]  # NATS holds it for the session
     assert subscriber.connect() is True
     assert [p.payload for p in drain(subscriber, 1)] == [b"queued"]
-    assert quiet_for(subscriber, 1.5) == []
+    assert quiet_for(subscriber, 1.5) == []  # the scenario: past ack_wait (1 s), when NATS would send it again
     subscriber.close()
     publisher.disconnect()
