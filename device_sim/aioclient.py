@@ -2,8 +2,9 @@
 bounded window, unacknowledged messages resent (DUP) after a reconnect, keepalive pings, planned drops.
 
 An `asyncio.Protocol`, not streams or a task per connection: 10,000 of these cost a few kB each and no
-scheduling until bytes arrive. Writes made in one turn of the event loop go out in one `write`. Packets come
-from `mqttwire`; counters are shared by every connection of a run (`LinkStats`, one event loop, no locks).
+scheduling until bytes arrive. Writes made in one turn of the event loop go out in one `write`. Packets are
+the gateway's own (`gateway.mqtt.packets`); counters are shared by every connection of a run (`LinkStats`, one
+event loop, no locks).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import cast
 
-from device_sim import mqttwire
 from device_sim.brokerurl import BrokerAddress
+from gateway.mqtt import packets
+from gateway.mqtt.errors import ProtocolError
+from gateway.mqtt.reason_codes import is_failure, reason_name
 
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 5.0
@@ -50,7 +53,7 @@ class Connection(asyncio.Protocol):
         client_id: str,
         stats: LinkStats,
         *,
-        version: int = mqttwire.V5,
+        version: int = packets.MQTT_5,
         qos: int = 1,
         keepalive_s: int = 60,
         session_expiry_s: int = 3600,
@@ -136,7 +139,7 @@ class Connection(asyncio.Protocol):
             self.up = False
             self._stats.connected -= 1
         if self._transport is not None:
-            self._out.append(mqttwire.DISCONNECT_PACKET)
+            self._out.append(packets.DISCONNECT)
             self._flush()
             self._transport.close()
         return len(self._queue) + len(self._inflight)
@@ -164,15 +167,15 @@ class Connection(asyncio.Protocol):
     def ping_if_idle(self, now: float) -> None:
         """Keepalive: a PINGREQ when nothing was written for half the keepalive interval."""
         if self.up and now - self._last_write >= self._keepalive_s / 2:
-            self._write(mqttwire.PINGREQ_PACKET)
+            self._write(packets.PINGREQ)
 
     def _write_publish(self, topic: str, payload: bytes) -> None:
         if self._qos == 0:
-            self._write(mqttwire.publish_packet(topic, payload, qos=0, version=self._version))
+            self._write(packets.encode_publish(topic, payload, qos=0, protocol=self._version))
             self._stats.acked += 1
             return
         packet_id = self._free_packet_id()
-        packet = mqttwire.publish_packet(topic, payload, qos=1, packet_id=packet_id, version=self._version)
+        packet = packets.encode_publish(topic, payload, qos=1, packet_id=packet_id, protocol=self._version)
         self._inflight[packet_id] = packet
         self._idle.clear()
         self._write(packet)
@@ -205,7 +208,7 @@ class Connection(asyncio.Protocol):
 
     def _maybe_finish_drain(self) -> None:
         if self._draining and not self._inflight and self._transport is not None:
-            self._out.append(mqttwire.DISCONNECT_PACKET)
+            self._out.append(packets.DISCONNECT)
             self._flush()
             self._transport.close()
 
@@ -215,48 +218,59 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self._rx.clear()
         self._out.clear()
+        address = self._address
+        password = address.password if address.username is not None else None  # a password needs a user name
         self._write(
-            mqttwire.connect_packet(
+            packets.encode_connect(
                 self.client_id,
-                version=self._version,
-                keepalive_s=self._keepalive_s,
+                protocol=self._version,
+                keepalive=self._keepalive_s,
                 clean_start=False,  # the device's session outlives its connections
-                session_expiry_s=self._session_expiry_s,
-                username=self._address.username,
-                password=self._address.password,
+                session_expiry=self._session_expiry_s or None,  # 0: no property, the broker's default
+                username=address.username,
+                password=password.encode() if password is not None else None,
             )
         )
 
     def data_received(self, data: bytes) -> None:
-        self._rx += data
+        rx = self._rx
+        buffer: bytes | bytearray = data
+        if rx:  # the rest of a packet that came in pieces
+            rx += data
+            buffer = rx
         try:
-            packets = mqttwire.split_packets(self._rx)
-        except mqttwire.ProtocolError as exc:
+            received, used = packets.decode_packets(buffer, self._version)
+        except ProtocolError as exc:
             self._fail(f"broker sent garbage: {exc}")
             return
+        if buffer is rx:
+            del rx[:used]
+        elif used < len(data):
+            rx += data[used:]
         acked = False
-        for packet in packets:
-            if packet.kind == mqttwire.PUBACK:
-                packet_id, reason = mqttwire.parse_puback(packet.body)
-                if self._inflight.pop(packet_id, None) is not None:
-                    if reason >= 0x80:
+        for packet in received:
+            if type(packet) is packets.PubAck:
+                if self._inflight.pop(packet.packet_id, None) is not None:
+                    if is_failure(packet.reason_code, self._version):
                         self._stats.refused += 1
                     else:
                         self._stats.acked += 1
                     acked = True
-            elif packet.kind == mqttwire.CONNACK:
-                self._on_connack(mqttwire.parse_connack(packet.body, self._version))
-            # PINGRESP and anything else: nothing to do
+            elif type(packet) is packets.ConnAck:
+                self._on_connack(packet)
+            # PINGRESP, DISCONNECT and anything else: nothing to do (the broker closes the socket after DISCONNECT)
         if acked:
             self._pump()
             self._maybe_finish_drain()
 
-    def _on_connack(self, connack: mqttwire.ConnAck) -> None:
-        refusal = connack.refusal(self._version)
-        if refusal is not None:
-            self._fail(f"broker refused client {self.client_id!r}: {refusal}")
+    def _on_connack(self, connack: packets.ConnAck) -> None:
+        code = connack.reason_code
+        if is_failure(code, self._version, connack=True):
+            name = reason_name(code, self._version, connack=True)
+            kind = "reason" if self._version == packets.MQTT_5 else "return"
+            self._fail(f"broker refused client {self.client_id!r}: {name} ({kind} code {code:#04x})")
             return
-        self._limit = min(self._window, connack.receive_maximum or self._window)
+        self._limit = min(self._window, connack.receive_maximum)
         self.up = True
         self._draining = False
         self._stats.connected += 1
@@ -265,7 +279,7 @@ class Connection(asyncio.Protocol):
         # Every PUBLISH the broker did not acknowledge goes again, in order, marked DUP (even if the broker lost
         # the session: at-least-once).
         for packet in self._inflight.values():
-            self._write(mqttwire.with_dup(packet))
+            self._write(packets.with_dup(packet))
             self._stats.resent += 1
         self._pump()
 

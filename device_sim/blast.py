@@ -9,7 +9,6 @@ acknowledged (PUBACK) before `blast` returns, so nothing is lost silently.
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import NamedTuple
 
 from device_sim.brokerurl import parse_broker_url
 from device_sim.wire import Outgoing
+from gateway.mqtt.packets import DISCONNECT, MQTT_311, encode_connect, encode_publish
 
 _CHUNK = 500  # packets per sendall
 _MAX_PACKET_ID = 65535
@@ -32,28 +32,13 @@ class BlastStats(NamedTuple):
         return self.sent / self.elapsed_s if self.elapsed_s else 0.0
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
 def connect_packet(client_id: str, keepalive: int = 60) -> bytes:
-    body = _utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", keepalive) + _utf8(client_id)
-    return b"\x10" + _remaining_length(len(body)) + body
+    """MQTT 3.1.1 CONNECT with a clean session: blast keeps no state between runs."""
+    return encode_connect(client_id, protocol=MQTT_311, keepalive=keepalive, clean_start=True)
 
 
 def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
-    body = _utf8(topic) + struct.pack("!H", packet_id) + payload
-    return b"\x32" + _remaining_length(len(body)) + body
+    return encode_publish(topic, payload, qos=1, packet_id=packet_id, protocol=MQTT_311)
 
 
 def encode_all(outgoing: Sequence[Outgoing]) -> list[bytes]:
@@ -120,6 +105,6 @@ def blast(packets: Sequence[bytes], url: str, client_id: str = "device-sim-blast
         while counter.acked < len(packets) and counter.error is None:
             counter.changed.wait(1)
     elapsed = time.perf_counter() - start
-    sock.sendall(b"\xe0\x00")  # DISCONNECT
+    sock.sendall(DISCONNECT)
     sock.close()
     return BlastStats(len(packets), counter.acked, elapsed)

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from device_sim import mqttwire
 from device_sim.aioclient import Connection, LinkStats
 from device_sim.brokerurl import parse_broker_url
 from device_sim.scenario import Scenario, Tally
 from device_sim.timeline import DeviceTimeline, Event
+from gateway.mqtt.packets import MQTT_5, MQTT_311
 
 CONNECT_TIMEOUT_S = 10.0  # no connection at all by then: the broker is not there
 TICK_S = 0.5
@@ -114,7 +114,7 @@ class Runner:
             address = address._replace(username=broker.username, password=broker.password)
         if address.tls and ssl_context is None:
             ssl_context = ssl.create_default_context()
-        version = mqttwire.V5 if broker.protocol == "5" else mqttwire.V311
+        version = MQTT_5 if broker.protocol == "5" else MQTT_311
         plans = scenario.plans
         shared = broker.connections > 0
 
