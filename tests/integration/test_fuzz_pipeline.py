@@ -1,4 +1,4 @@
-"""Fuzzing the pipeline with generated topics and payloads (tests/support/fuzzgen.py): it never crashes, each message is
+"""Fuzzing the pipeline with generated topics and payloads (tests/support/fuzz/): it never crashes, each message is
 stored or rejected with a known reason, and the counts add up.
 
 * In process: 10,000 hypothesis streams of messages through an `Ingestor` built from
@@ -34,7 +34,9 @@ from gateway.model import RawMessage, Reading
 from gateway.reasons import Reason
 from gateway.sinks.lineprotocol import LineEncoder
 from gateway.sinks.sqlite import SqliteSink
-from tests.support.fuzzgen import DEVICES_CONFIG, MAX_TOPIC_BYTES, ROUTER, ByteSource, RandomSource, chance, gen_message
+from tests.support.fuzz.choices import ByteSource, RandomSource, chance
+from tests.support.fuzz.messages import gen_message
+from tests.support.fuzz.topics import DEVICES_CONFIG, MAX_TOPIC_BYTES, ROUTER
 from tests.support.gateway_proc import GatewayProcess, sqlite_env
 from tests.support.mqtt import publish_pipelined
 from tests.support.servers import Mosquitto
