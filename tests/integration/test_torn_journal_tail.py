@@ -190,7 +190,8 @@ def test_torn_journal_tail_20_restarts(tmp_path: Path, mosquitto: Mosquitto, vic
         f"committed keys cut in all), {len(missing_final)} of the final run; {len(must_store):,} readings from "
         f"journal outboxes checked"
     )
-    assert max(startups) < 5.0
+    # Start-up time is printed above; each start is bounded by GatewayProcess.start's timeout (a speed claim
+    # belongs in bench/, not in a test).
     assert restore_mismatches == []
     assert main_keys_lost == set()
     assert missing_final == []
