@@ -71,16 +71,32 @@ class Connection:
         sock = self.sock
         try:
             data = sock.recv(READ_SIZE)
-            # TLS hands out one record a call; what it decrypted already does not make the socket readable.
-            while data and len(data) < READ_SIZE and isinstance(sock, ssl.SSLSocket) and sock.pending():
-                data += sock.recv(READ_SIZE - len(data))
         except WOULD_BLOCK:
             return b""
         except OSError as exc:
             raise ConnectionClosed(f"receive failed: {exc}", peer_closed=True) from exc
         if not data:
             raise ConnectionClosed("the broker closed the connection", peer_closed=True)
+        if isinstance(sock, ssl.SSLSocket):
+            data = self._rest_of_tls(sock, data)
         self.last_received = self._clock()
+        return data
+
+    @staticmethod
+    def _rest_of_tls(sock: ssl.SSLSocket, data: bytes) -> bytes:
+        """TLS hands out one record a call, and records OpenSSL has already taken from the kernel do not make the
+        socket readable again (`pending()` sees only the current record's rest): read on until TLS wants the
+        network. Otherwise a PUBACK or PUBLISH waits in OpenSSL until the broker happens to send something else."""
+        while len(data) < READ_SIZE:
+            try:
+                more = sock.recv(READ_SIZE - len(data))
+            except WOULD_BLOCK:
+                break
+            except OSError:
+                break  # the next recv() reports it; what was read is delivered first
+            if not more:
+                break
+            data += more
         return data
 
     def queue(self, data: bytes) -> None:
