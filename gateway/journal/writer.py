@@ -1,8 +1,10 @@
 """The journal's only writer thread: group-commits chunks of messages, then releases their acknowledgements.
 
-Its queue is bounded (MAX_QUEUED_CHUNKS): the ingest stage stops reading before it would fill it (`has_room`),
-and any other producer (self-metrics, readings a store refused) waits for room. Cursor moves from the sinks are
-kept as one value a sink, so they take no room however often they come.
+Its queue is bounded (MAX_QUEUED_CHUNKS): the ingest stage, the one producer that can outrun the journal, stops
+reading before it would fill it (`has_room`). The others never wait for room: self-metrics put one chunk an
+interval, and a sink worker puts one chunk of refused readings a batch it wrote, so they are bounded by their own
+pace, and a sink worker blocked here could not move the cursor that frees a full journal. Cursor moves from the
+sinks are kept as one value a sink, so they take no room however often they come.
 """
 
 from __future__ import annotations
@@ -106,20 +108,14 @@ class JournalWriter:
         """The journal is full (journal.max_bytes): nothing is committed, so nothing acknowledged."""
         return self.full_since is not None
 
-    @property
-    def backlog(self) -> int:
-        return len(self._chunks)
-
     def has_room(self) -> bool:
         return len(self._chunks) < MAX_QUEUED_CHUNKS
 
     def put(self, chunk: Chunk) -> None:
-        """Queue `chunk` for the next commit; waits while the queue is full (see the module's docstring)."""
+        """Queue `chunk` for the next commit (never waits: see the module's docstring for what bounds the queue)."""
         with self._wake:
-            while len(self._chunks) >= MAX_QUEUED_CHUNKS and not self._closing:
-                self._wake.wait(0.1)
             self._chunks.append(chunk)
-            self._wake.notify_all()
+            self._wake.notify()
 
     def published(self, confirmed: list[int], failed: list[tuple[int, str]]) -> None:
         """The source confirmed these outgoing messages (they leave the journal), and can never publish those
@@ -149,7 +145,6 @@ class JournalWriter:
                     self._wake.wait()
                 batch = [self._chunks.popleft() for _ in range(min(len(self._chunks), MAX_CHUNKS_AWAITING_COMMIT))]
                 closing = self._closing and not self._chunks
-                self._wake.notify_all()  # a producer waiting for room
             self._run_ops()
             if batch:
                 self._commit(batch)
@@ -211,10 +206,11 @@ class JournalWriter:
         self.failed = None
         self._stats.journal_commits += 1
         self._stats.commit_seconds.observe(time.perf_counter() - started)
-        self._stats.commit_messages.observe(sum(len(chunk.tokens) for chunk in batch))
+        messages = sum(len(chunk.tokens) for chunk in batch)
+        self._stats.commit_messages.observe(messages)
         if dropped:
             self._stats.rejected_dropped += dropped
-        self.committed_messages += sum(len(chunk.tokens) for chunk in batch)
+        self.committed_messages += messages
         self._source.release([t for chunk in batch for t in chunk.tokens])
         if readings:
             chunk = OutboxChunk(seq, readings)
