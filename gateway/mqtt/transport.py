@@ -86,10 +86,12 @@ class Connection:
     def _rest_of_tls(sock: ssl.SSLSocket, data: bytes) -> bytes:
         """TLS hands out one record a call, and records OpenSSL has already taken from the kernel do not make the
         socket readable again (`pending()` sees only the current record's rest): read on until TLS wants the
-        network. Otherwise a PUBACK or PUBLISH waits in OpenSSL until the broker happens to send something else."""
-        while len(data) < READ_SIZE:
+        network. Otherwise a PUBACK or PUBLISH waits in OpenSSL until the broker happens to send something else.
+        No size cap here, for the same reason: what is left in OpenSSL would wait (bounded by the socket's receive
+        buffer, which this drains)."""
+        while True:
             try:
-                more = sock.recv(READ_SIZE - len(data))
+                more = sock.recv(READ_SIZE)
             except WOULD_BLOCK:
                 break
             except OSError:
