@@ -9,11 +9,15 @@ is acknowledged only after the journal holds what it produced; what was read but
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+# Collections of the youngest generation after this many allocations (CPython's default: 700), and of the
+# older ones after 50 and 100 of the one below.
+GC_THRESHOLDS = (50_000, 50, 100)
 
 Spawn = Callable[[str, Callable[[], None]], threading.Thread]
 
@@ -21,6 +25,16 @@ Spawn = Callable[[str, Callable[[], None]], threading.Thread]
 def plain_thread(name: str, target: Callable[[], None]) -> threading.Thread:
     """An unsupervised daemon thread: for components used on their own (tools, tests)."""
     return threading.Thread(target=target, name=name, daemon=True)
+
+
+def tune_garbage_collector() -> None:
+    """For a process that runs the pipeline: it builds and drops tens of thousands of tuples a second beside
+    long-lived tables (the dedup window holds up to a million keys), and CPython's default thresholds run a
+    collection every 700 allocations and a full one, which walks every table, many times a second. What exists
+    once the pipeline is built is frozen out of collection, and collections run less often (cycles are still
+    collected). Measured with bench/ingest_path.py: a fifth of the per-message CPU time went to collections."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Supervisor:

@@ -13,7 +13,7 @@ from gateway.ingest.dedup import DedupKey, DedupWindow, delivery_key, key_for
 from gateway.ingest.mapping import TopicMatch, TopicRouter
 from gateway.ingest.sequence import SequenceEvent, SequenceTracker
 from gateway.ingest.validate import Validator
-from gateway.model import RawMessage, Reading, Rejection
+from gateway.model import RawMessage, Reading, Rejection, new_tuple
 from gateway.reasons import Ignored, Reason
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class Ingestor:
                 else:
                     delivery = None
         events = tuple(e for e in map(self.sequences.observe, fresh) if e is not None)
-        return Outcome(fresh, len(readings) - len(fresh), None, untimed, late, events, delivery)
+        return new_tuple(Outcome, (fresh, len(readings) - len(fresh), None, untimed, late, events, delivery, None))
 
 
 def own_output_filters(config: GatewayConfig) -> list[str]:

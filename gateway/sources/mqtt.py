@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from gateway.config.schema import MqttConfig
-from gateway.model import AckToken, OutgoingMessage, RawMessage
+from gateway.model import AckToken, OutgoingMessage, RawMessage, new_tuple
 from gateway.mqtt.client import MqttClient
 from gateway.mqtt.errors import ConnectionClosed, ConnectionRefused, MqttError, ProtocolError, SubscribeRefused
 from gateway.mqtt.packets import MQTT_5, MQTT_311, Publish, RetainHandling
@@ -254,15 +254,10 @@ class MqttSource:
                     return
                 p = held.popleft()
                 qos1 = p.packet_id is not None
-                raw = RawMessage(
-                    p.topic,
-                    p.payload,
-                    p.qos,
-                    time.time_ns(),
-                    (connection, p.packet_id) if qos1 else None,
-                    p.dup,
-                    p.retain and skip_retained,
-                    p.packet_id,
+                token = (connection, p.packet_id) if qos1 else None
+                retained = p.retain and skip_retained
+                raw = new_tuple(
+                    RawMessage, (p.topic, p.payload, p.qos, time.time_ns(), token, p.dup, retained, p.packet_id)
                 )
                 consumer.on_message(raw)
                 delivered += 1

@@ -17,6 +17,7 @@ from gateway.config.masking import masked_dump
 from gateway.config.paths import check_writable_paths
 from gateway.errors import ConfigError, DemoError
 from gateway.pipeline import Pipeline
+from gateway.runtime import tune_garbage_collector
 from gateway.sinks import build_sinks
 from gateway.telemetry.logs import configure as configure_logging
 from gateway.tools.commandline import DEMO_DB, EXIT_CONFIG, ConfigOption, exit_with_error, load_or_exit
@@ -62,6 +63,7 @@ def run(config: ConfigOption = None) -> None:
         exit_with_error(exc, EXIT_CONFIG)
     # SIGHUP re-reads the alert rules (an invalid file is refused and the old rules stay).
     signal.signal(signal.SIGHUP, lambda _signum, _frame: pipeline.request_rules_reload())
+    tune_garbage_collector()
     status = pipeline.run(stop)
     if status:
         raise typer.Exit(status)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.errors import PayloadRejected
 from gateway.ingest.formats.timestamps import epoch_to_ns, parse_rfc3339, to_ns
@@ -41,6 +44,22 @@ def test_rfc3339(text: str, expected_ns: int) -> None:
     assert reading.time_from_device
 
 
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(-(23 * 60 + 59), 23 * 60 + 59),
+    st.integers(0, 999),
+)
+def test_rfc3339_agrees_with_datetime_arithmetic(local: datetime, offset_min: int, extra_ns: int) -> None:
+    """The parser does its own calendar arithmetic: every instant, zone and fraction as datetime computes it."""
+    zone = timezone(timedelta(minutes=offset_min))
+    sign, minutes = ("-" if offset_min < 0 else "+"), abs(offset_min)
+    clock = f"{local.year:04d}-{local:%m-%dT%H:%M:%S}.{local.microsecond:06d}{extra_ns:03d}"
+    text = f"{clock}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    delta = local.replace(tzinfo=zone) - datetime(1970, 1, 1, tzinfo=UTC)
+    expected = (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1000 + extra_ns
+    assert parse_rfc3339(text) == expected
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -53,6 +72,8 @@ def test_rfc3339(text: str, expected_ns: int) -> None:
         pytest.param("2026-02-30T00:00:00Z", id="no-such-day"),
         pytest.param("2026-11-27T24:00:00Z", id="hour-24"),
         pytest.param("2026-11-27T10:60:00Z", id="minute-60"),
+        pytest.param("2026-11-27T10:15:61Z", id="second-61"),
+        pytest.param("0000-01-01T00:00:00Z", id="year-0"),
         pytest.param("2026-11-27T10:15:00+24:00", id="offset-24h"),
         pytest.param("2026-11-27T10:15:00+05:99", id="offset-minutes-99"),
         pytest.param("2026-11-27T10:15:00+0100", id="offset-without-colon"),

@@ -28,7 +28,7 @@ from gateway.errors import PayloadRejected
 from gateway.ingest.formats.base import json_syntax_rejection
 from gateway.ingest.formats.identity import content_id
 from gateway.ingest.formats.timestamps import to_ns
-from gateway.model import FieldValue, Reading
+from gateway.model import FieldValue, Reading, new_tuple
 from gateway.reasons import Reason
 
 
@@ -110,7 +110,7 @@ def _to_reading(msg: NativeMessage | FastNativeMessage, device: str, measurement
         reading_id = f"{device}#{msg.seq}@{time_ns}"
     else:
         reading_id = content_id(device, time_ns, fields)
-    return Reading(device, measurement, time_ns, fields, msg.tags or {}, reading_id, msg.seq, from_device)
+    return new_tuple(Reading, (device, measurement, time_ns, fields, msg.tags or {}, reading_id, msg.seq, from_device))
 
 
 def _rejection(exc: ValidationError) -> PayloadRejected:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import date
 
 from gateway.errors import PayloadRejected
 from gateway.reasons import Reason
@@ -13,7 +13,7 @@ _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = date(1970, 1, 1)
 
 # Epoch numbers are told apart by magnitude: anything below 1e11 is seconds (until the year 5138), below 1e14
 # milliseconds, below 1e17 microseconds, else nanoseconds. This is what Telegraf's "auto" precision does too.
@@ -27,21 +27,43 @@ def parse_rfc3339(text: str) -> int:
     match = _RFC3339.fullmatch(text)
     if match is None:
         raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"ts {text[:64]!r} is not RFC 3339 with a time zone")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, zulu, sign, off_h, off_m = match.groups()[6:]
-    try:
-        if off_m is not None and int(off_m) > 59:
-            raise ValueError("offset minutes must be in 00..59")
-        offset = timedelta(0) if zulu else timedelta(hours=int(off_h), minutes=int(off_m))
+    _, _, _, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    # Plain arithmetic rather than datetime objects (1.4 us a timestamp instead of 3.3); the date, which a fleet
+    # repeats all day, is looked up once.
+    days = _days_since_epoch(text[:10])
+    h, m, s = int(hour), int(minute), int(second)
+    if days is None or h > 23 or m > 59 or s > 60:
+        raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"ts {text[:64]!r}: not a valid date and time")
+    offset_s = 0
+    if not zulu:
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"ts {text[:64]!r}: offset must be within -23:59..+23:59")
+        offset_s = int(off_h) * 3600 + int(off_m) * 60
         if sign == "-":
-            offset = -offset
-        instant = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=timezone(offset))
-    except ValueError as exc:
-        raise PayloadRejected(Reason.INVALID_TIMESTAMP, f"ts {text[:64]!r}: {exc}") from None
-    delta = instant - _EPOCH
-    whole_seconds = delta.days * 86_400 + delta.seconds + (1 if second == 60 else 0)  # leap second
+            offset_s = -offset_s
+    whole_seconds = days * 86_400 + h * 3600 + m * 60 + s - offset_s  # s == 60: a leap second, the next one
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
     return whole_seconds * 1_000_000_000 + nanos
+
+
+_DAYS: dict[str, int | None] = {}
+_DAYS_MAX = 4096
+
+
+def _days_since_epoch(date_text: str) -> int | None:
+    """'2026-11-27' (already shaped by the pattern) -> days since 1970-01-01, or None for no such day."""
+    try:
+        return _DAYS[date_text]
+    except KeyError:
+        pass
+    try:
+        days: int | None = (date.fromisoformat(date_text) - _EPOCH_DATE).days
+    except ValueError:  # a month 13 or a 30 February
+        days = None
+    if len(_DAYS) >= _DAYS_MAX:  # the dates come from devices: keep the memo bounded
+        _DAYS.clear()
+    _DAYS[date_text] = days
+    return days
 
 
 def epoch_to_ns(value: int | float) -> int:
