@@ -27,9 +27,11 @@ def build_sinks(config: GatewayConfig) -> list[Sink]:
     """The sinks the configuration names (`gateway run`, `gateway deadletter replay`)."""
     sinks: list[Sink] = []
     if config.influx is not None:
-        from gateway.sinks.influx import InfluxSink  # noqa: PLC0415 - influxdb-client is slow to import
+        from gateway.sinks.process import ProcessSink, SinkSpec  # noqa: PLC0415
 
-        sinks.append(InfluxSink(config.influx))
+        # In a child process of its own, on the other core (gateway/sinks/process.py); influxdb-client, slow to
+        # import, is imported there only.
+        sinks.append(ProcessSink("influx", SinkSpec("gateway.sinks.influx", "InfluxSink", (config.influx,))))
     if config.sqlite is not None:
         from gateway.sinks.sqlite import SqliteSink  # noqa: PLC0415
 

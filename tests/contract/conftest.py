@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.store_readers import InfluxStore, SqliteStore, Store, StoreKind
+from tests.support.store_readers import InfluxProcessStore, InfluxStore, SqliteStore, Store, StoreKind
 
 
 @pytest.fixture(
     params=[
         pytest.param(InfluxStore, id="influx", marks=pytest.mark.integration),  # starts VictoriaMetrics
+        pytest.param(InfluxProcessStore, id="influx-process", marks=pytest.mark.integration),
         pytest.param(SqliteStore, id="sqlite"),
     ]
 )

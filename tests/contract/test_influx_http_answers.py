@@ -1,5 +1,5 @@
-"""InfluxSink against a small HTTP double: what it sends, and how it classifies the InfluxDB HTTP answers (a real
-server cannot be made to answer 429, 503 or 400 on demand).
+"""InfluxSink, in process and in its child process, against a small HTTP double: what it sends, and how it
+classifies the InfluxDB HTTP answers (a real server cannot be made to answer 429, 503 or 400 on demand).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.sinks import Sink
 from gateway.sinks.influx import InfluxSink
 from gateway.sinks.lineprotocol import LineEncoder
 from tests.support.http_double import Answer, HttpDouble
 from tests.support.sink_batches import fleet_batch
-from tests.support.store_readers import influx_config
+from tests.support.store_readers import influx_config, influx_process_sink
 
 
 @pytest.fixture
@@ -27,14 +28,17 @@ def double() -> Iterator[HttpDouble]:
     server.close()
 
 
-@pytest.fixture
-def influx(double: HttpDouble) -> Iterator[InfluxSink]:
-    sink = InfluxSink(influx_config(double.url))
+@pytest.fixture(params=["in-process", "child-process"])
+def influx(double: HttpDouble, request: pytest.FixtureRequest) -> Iterator[Sink]:
+    """The sink itself, and the sink as `gateway run` builds it: in a child process, whose answers must be the
+    sink's own (the error's class, message and Retry-After cross the pipe)."""
+    config = influx_config(double.url)
+    sink: Sink = InfluxSink(config) if request.param == "in-process" else influx_process_sink(config)
     yield sink
     sink.close()
 
 
-def _write_and_catch(sink: InfluxSink, double: HttpDouble, answer: Answer) -> RetryableSinkError | PermanentSinkError:
+def _write_and_catch(sink: Sink, double: HttpDouble, answer: Answer) -> RetryableSinkError | PermanentSinkError:
     double.answer = answer
     with pytest.raises((RetryableSinkError, PermanentSinkError)) as raised:
         sink.write(fleet_batch())
@@ -43,7 +47,7 @@ def _write_and_catch(sink: InfluxSink, double: HttpDouble, answer: Answer) -> Re
     return raised.value
 
 
-def test_influx_sends_gzipped_line_protocol_to_bucket_and_org_in_ns(influx: InfluxSink, double: HttpDouble) -> None:
+def test_influx_sends_gzipped_line_protocol_to_bucket_and_org_in_ns(influx: Sink, double: HttpDouble) -> None:
     influx.write([])
     assert double.requests == [], "an empty batch sends nothing"
 
@@ -85,7 +89,7 @@ def test_influx_sends_gzipped_line_protocol_to_bucket_and_org_in_ns(influx: Infl
     ],
 )
 def test_influx_status_classification(
-    influx: InfluxSink, double: HttpDouble, answer: Answer, error: type[Exception], retry_after: float | None
+    influx: Sink, double: HttpDouble, answer: Answer, error: type[Exception], retry_after: float | None
 ) -> None:
     exc = _write_and_catch(influx, double, answer)
     assert type(exc) is error
@@ -94,7 +98,7 @@ def test_influx_status_classification(
         assert exc.retry_after == retry_after
 
 
-def test_influx_503_retry_after_http_date(influx: InfluxSink, double: HttpDouble) -> None:
+def test_influx_503_retry_after_http_date(influx: Sink, double: HttpDouble) -> None:
     when = int(time.time()) + 30
     exc = _write_and_catch(influx, double, Answer(503, {"Retry-After": email.utils.formatdate(when, usegmt=True)}))
     assert isinstance(exc, RetryableSinkError)
@@ -102,7 +106,7 @@ def test_influx_503_retry_after_http_date(influx: InfluxSink, double: HttpDouble
     assert abs(exc.retry_after - (when - time.time())) < 1.0
 
 
-def test_influx_400_is_permanent_and_names_the_stores_reason(influx: InfluxSink, double: HttpDouble) -> None:
+def test_influx_400_is_permanent_and_names_the_stores_reason(influx: Sink, double: HttpDouble) -> None:
     body = b'{"code":"invalid","message":"partial write: unable to parse \'x\': bad"}'
     exc = _write_and_catch(influx, double, Answer(400, {"Content-Type": "application/json"}, body))
     assert isinstance(exc, PermanentSinkError)

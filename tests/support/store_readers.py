@@ -13,6 +13,7 @@ import pytest
 from gateway.config.schema import InfluxConfig, SqliteConfig
 from gateway.sinks import Sink
 from gateway.sinks.influx import InfluxSink
+from gateway.sinks.process import ProcessSink, SinkSpec
 from gateway.sinks.sqlite import SqliteSink, read_readings
 from tests.support.servers import VictoriaMetrics, free_port
 
@@ -54,19 +55,23 @@ class InfluxStore:
     stores_strings: ClassVar[bool] = False
     keeps_duplicates: ClassVar[bool] = True
 
-    def __init__(self, vm: VictoriaMetrics, sink: InfluxSink) -> None:
+    def __init__(self, vm: VictoriaMetrics, sink: Sink) -> None:
         self.vm = vm
         self.sink = sink
+
+    @staticmethod
+    def make_sink(config: InfluxConfig) -> Sink:
+        return InfluxSink(config)
 
     @classmethod
     def open(cls, request: pytest.FixtureRequest, tmp_path: Path) -> InfluxStore:
         vm: VictoriaMetrics = request.getfixturevalue("victoria")
-        return cls(vm, InfluxSink(influx_config(vm.url)))
+        return cls(vm, cls.make_sink(influx_config(vm.url)))
 
     @classmethod
     def unreachable(cls, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Sink, Repair]:
         port = free_port()  # nothing listens here until repair() starts a store on it
-        sink = InfluxSink(influx_config(f"http://127.0.0.1:{port}"))
+        sink = cls.make_sink(influx_config(f"http://127.0.0.1:{port}"))
 
         def repair() -> Store:
             vm = VictoriaMetrics(tmp_path / "vm-late", port=port)
@@ -96,6 +101,18 @@ class InfluxStore:
     def value_count(self) -> int:
         self.vm.force_flush()
         return self.vm.count_samples()
+
+
+class InfluxProcessStore(InfluxStore):
+    """The InfluxDB sink as `gateway run` builds it: in a child process (gateway/sinks/process.py)."""
+
+    @staticmethod
+    def make_sink(config: InfluxConfig) -> Sink:
+        return influx_process_sink(config)
+
+
+def influx_process_sink(config: InfluxConfig) -> ProcessSink:
+    return ProcessSink("influx", SinkSpec("gateway.sinks.influx", "InfluxSink", (config,)))
 
 
 class SqliteStore:
@@ -153,4 +170,4 @@ def influx_config(url: str) -> InfluxConfig:
     return InfluxConfig(url=url, org="iot", bucket="telemetry", token="test-token", timeout_s=5.0)
 
 
-StoreKind = type[InfluxStore] | type[SqliteStore]
+StoreKind = type[InfluxStore] | type[InfluxProcessStore] | type[SqliteStore]
