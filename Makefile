@@ -29,10 +29,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Mosquitto (the broker) and VictoriaMetrics (an InfluxDB-API store the tests write to).
+# Mosquitto (the broker), VictoriaMetrics (an InfluxDB-API store the tests write to) and RabbitMQ (its MQTT plugin,
+# for the interop tests: they run a node of their own on free ports, never the service this package starts).
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	command -v victoria-metrics >/dev/null || missing="$$missing victoria-metrics"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \

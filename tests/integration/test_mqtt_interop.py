@@ -1,30 +1,26 @@
 """gateway/mqtt's client against a real Mosquitto (tests/servers.py, a free port each): connect, subscribe, receive
 and acknowledge, the persistent session resumed (unacknowledged messages again, with DUP; queued ones across a
-broker restart), Receive Maximum, our QoS 1 and retained publishes confirmed, keepalive, TLS, credentials; and the
-basics against amqtt, the demo's embedded broker, and NATS's MQTT listener."""
+broker restart), Receive Maximum, our QoS 1 and retained publishes confirmed, keepalive, TLS, credentials. The same
+properties against amqtt, RabbitMQ and NATS: test_mqtt_interop_brokers.py."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from device_sim.blast import blast, publish_packet
-from gateway.demo.brokers.amqtt_broker import DEMO_USERNAME, AmqttBroker
 from gateway.mqtt import (
     MQTT_5,
     MQTT_311,
     ConnectionClosed,
     ConnectionRefused,
     MqttClient,
-    Publish,
     RetainHandling,
     TlsOptions,
 )
+from tests.support.mqtt_interop import backlog, before_marker, confirmations, drain, quiet_for
 from tests.support.servers import BrokerCertificates, Mosquitto, free_port, make_certificates, write_password_file
 from tests.support.waits import wait_until
 
@@ -36,64 +32,6 @@ PROTOCOLS = [pytest.param(MQTT_5, id="mqtt5"), pytest.param(MQTT_311, id="mqtt31
 def make_client(broker: Mosquitto, protocol: int, client_id: str = "interop", **options: object) -> MqttClient:
     settings: dict[str, object] = {"session_expiry": 3600, "receive_maximum": 1000, "keepalive": 30, **options}
     return MqttClient(broker.host, broker.port, client_id=client_id, protocol=protocol, **settings)  # type: ignore[arg-type]
-
-
-def drain(client: MqttClient, count: int, timeout: float = 10.0, ack: bool = True) -> list[Publish]:
-    """Read until `count` publishes came (or the timeout), acknowledging each read's QoS 1 ones if `ack`."""
-    got: list[Publish] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        batch = client.poll(0.1)
-        got += batch
-        if ack:
-            client.ack([p.packet_id for p in batch if p.packet_id is not None])
-            client.flush()
-    return got
-
-
-def confirmations(publisher: MqttClient, count: int, timeout: float = 5.0) -> list[tuple[int, int]]:
-    """(packet id, reason code) of our publishes the broker confirmed, once `count` came (or the timeout)."""
-    deadline = time.monotonic() + timeout
-    confirmed: list[tuple[int, int]] = []
-    while len(confirmed) < count and time.monotonic() < deadline:
-        publisher.poll(0.1)
-        confirmed += publisher.take_confirmed()
-    return confirmed
-
-
-def quiet_for(client: MqttClient, seconds: float) -> list[Publish]:
-    """What arrives within `seconds` (acknowledged). Only where time itself is the scenario (keepalive pings, a
-    broker's redelivery timer); "nothing more comes" is `before_marker`."""
-    return drain(client, 1_000_000, timeout=seconds)
-
-
-def before_marker(
-    client: MqttClient, broker: Mosquitto, topic: str = "t/marker", publisher: MqttClient | None = None
-) -> list[bytes]:
-    """Publish a marker on `topic` (which `client` subscribes to; through `publisher` where the broker wants TLS)
-    and read until it arrives: the payloads that came before it. The broker sends a session's queued and
-    redelivered messages before a newer one, so an empty list means nothing else was coming."""
-    if publisher is None:
-        stats = blast([publish_packet(topic, b"marker", 1)], broker.url, client_id=f"marker-{time.monotonic_ns()}")
-        assert stats.acknowledged == 1
-    else:
-        marker = publisher.publish(topic, b"marker")
-        confirmed: list[int] = []
-        wait_until(lambda: confirmed.extend(i for i, _ in confirmations(publisher, 1, 0.1)) or marker in confirmed,
-                   10, "the marker confirmed", lambda: confirmed)  # fmt: skip
-    got: list[Publish] = []
-    wait_until(lambda: got.extend(drain(client, 1, timeout=0.1)) or b"marker" in [p.payload for p in got], 10,
-               "the marker message", lambda: [p.payload for p in got])  # fmt: skip
-    return [p.payload for p in got[: [p.payload for p in got].index(b"marker")]]
-
-
-def backlog(broker: Mosquitto, count: int, topic: str = "t/dev-{i}/telemetry") -> list[bytes]:
-    """Publish `count` QoS 1 messages with payloads b"m<i>"; returns the payloads."""
-    payloads = [f"m{i}".encode() for i in range(count)]
-    packets = [publish_packet(topic.format(i=i % 10), p, i % 65535 + 1) for i, p in enumerate(payloads)]
-    stats = blast(packets, broker.url, client_id=f"interop-publisher-{time.monotonic_ns()}")
-    assert stats.acknowledged == count
-    return payloads
 
 
 def reconnect_once_gone(client: MqttClient, broker: Mosquitto, client_id: str = "interop") -> bool:
@@ -324,100 +262,3 @@ def test_tls_client_certificate(tmp_path: Path) -> None:
         client = MqttClient(broker.host, port, client_id="with-cert", tls=tls)
         client.connect()
         client.disconnect()
-
-
-# -- amqtt (the demo's embedded broker; MQTT 3.1.1 only; a named client keeps its session) ----------------------------
-
-
-@pytest.fixture
-def amqtt_broker() -> Iterator[AmqttBroker]:
-    broker = AmqttBroker()
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-def amqtt_client(broker: AmqttBroker, client_id: str) -> MqttClient:
-    # amqtt drops an anonymous client's session on disconnect: any user name keeps it (no password is checked).
-    return MqttClient("127.0.0.1", broker.port, client_id=client_id, protocol=MQTT_311, username=DEMO_USERNAME)
-
-
-def test_amqtt_receive_ack_publish_confirmed_and_session_resumed(amqtt_broker: AmqttBroker) -> None:
-    subscriber = amqtt_client(amqtt_broker, "amqtt-sub")
-    assert subscriber.connect() is False
-    assert subscriber.subscribe(["t/#"], 1) == (1,)
-    publisher = amqtt_client(amqtt_broker, "amqtt-pub")
-    publisher.connect()
-    ids = [publisher.publish(f"t/{i}", b"%d" % i) for i in range(20)]
-    got = drain(subscriber, 20)
-    assert sorted(int(p.payload) for p in got) == list(range(20))
-    assert sorted(packet_id for packet_id, _ in confirmations(publisher, len(ids))) == sorted(ids)
-
-    subscriber.disconnect()
-    time.sleep(1.5)  # amqtt's session monitor runs once a second
-    later = [publisher.publish("t/later", b"%d" % i) for i in range(10)]
-    assert later
-    assert subscriber.connect() is True
-    # At least once: amqtt now and then sends one of them twice after the reconnect.
-    got: list[Publish] = []
-    wait_until(lambda: got.extend(drain(subscriber, 1, timeout=0.2)) or {int(p.payload) for p in got} == set(range(10)),
-               10, "the 10 messages published while away", lambda: sorted(p.payload for p in got))  # fmt: skip
-    subscriber.close()
-    publisher.disconnect()
-
-
-# -- NATS's MQTT listener (Debian's nats-server 2.9: MQTT 3.1.1 only, JetStream keeps the sessions) ------------------
-
-
-@pytest.fixture
-def nats_mqtt(tmp_path: Path) -> Iterator[int]:
-    """A nats-server with JetStream and an MQTT listener on free ports; yields the MQTT port."""
-    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    if not Path(binary).exists():
-        pytest.skip("nats-server is not installed")
-    port = free_port()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(
-        f'server_name: interop\nlisten: 127.0.0.1:{free_port()}\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
-        f'mqtt {{ listen: 127.0.0.1:{port}\n ack_wait: "1s" }}\n'  # redeliver an unacknowledged message after 1 s
-    )
-    with (tmp_path / "nats.out").open("wb") as out:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, (tmp_path / "nats.out").read_text()
-            return b"Server is ready" in (tmp_path / "nats.out").read_bytes()
-
-        wait_until(ready, 10, "nats-server ready", (tmp_path / "nats.out").read_text)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def test_nats_receive_ack_publish_confirmed_and_session_resumed(nats_mqtt: int) -> None:
-    with pytest.raises(ConnectionRefused, match="unacceptable protocol version"):
-        MqttClient("127.0.0.1", nats_mqtt, client_id="nats-v5", protocol=MQTT_5).connect()
-    subscriber = MqttClient("127.0.0.1", nats_mqtt, client_id="nats-sub", protocol=MQTT_311)
-    assert subscriber.connect() is False
-    assert subscriber.subscribe(["t/#"], 1) == (1,)
-    publisher = MqttClient("127.0.0.1", nats_mqtt, client_id="nats-pub", protocol=MQTT_311)
-    publisher.connect()
-    ids = [publisher.publish(f"t/{i}", b"%d" % i) for i in range(20)]
-    assert sorted(int(p.payload) for p in drain(subscriber, 20, ack=False)) == list(range(20))
-    assert sorted(packet_id for packet_id, _ in confirmations(publisher, len(ids))) == sorted(ids)
-
-    subscriber.close()  # none acknowledged: NATS sends them again, not on reconnect but once ack_wait has passed
-    assert subscriber.connect() is True
-    again = drain(subscriber, 20, timeout=5)
-    assert sorted(int(p.payload) for p in again) == list(range(20))
-    assert all(p.dup for p in again)
-    subscriber.disconnect()
-    away = publisher.publish("t/away", b"queued")
-    assert [packet_id for packet_id, _ in confirmations(publisher, 1)] == [away]  # NATS holds it for the session
-    assert subscriber.connect() is True
-    assert [p.payload for p in drain(subscriber, 1)] == [b"queued"]
-    assert quiet_for(subscriber, 1.5) == []  # the scenario: past ack_wait (1 s), when NATS would send it again
-    subscriber.close()
-    publisher.disconnect()

@@ -64,6 +64,10 @@ _LIVE: set[subprocess.Popen[bytes]] = set()
 @atexit.register
 def _kill_leftovers() -> None:
     for proc in list(_LIVE):
+        # Each runs in a session and process group of its own (start_new_session): the group goes too, so a
+        # server started through a wrapper script (rabbitmq-server) leaves no VM behind.
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -220,6 +224,10 @@ class ManagedServer:
         """One readiness check; True when the server is serving."""
         raise NotImplementedError
 
+    def _env(self) -> dict[str, str] | None:
+        """The process's environment (None: this process's own)."""
+        return None
+
     @property
     def _ready_log(self) -> Path:
         """The file in which the server writes ``ready_marker``."""
@@ -256,6 +264,7 @@ class ManagedServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
+                env=self._env(),
                 # Own session: a Ctrl-C aimed at the test run / benchmark does not hit the server
                 # directly, so stop() can still shut it down gracefully.
                 start_new_session=True,
