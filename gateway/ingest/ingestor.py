@@ -112,7 +112,12 @@ class Ingestor:
                     window.remember_delivery(delivery, raw.received_at_ns)
                 else:
                     delivery = None
-        events = tuple(e for e in map(self.sequences.observe, fresh) if e is not None)
+        events: tuple[SequenceEvent, ...] = ()
+        observe = self.sequences.observe
+        for reading in fresh:
+            event = observe(reading)
+            if event is not None:
+                events += (event,)
         return new_tuple(Outcome, (fresh, len(readings) - len(fresh), None, untimed, late, events, delivery, None))
 
 

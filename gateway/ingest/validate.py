@@ -39,6 +39,8 @@ class Validator:
         self._max_late_ns = int(config.max_late_s * 1e9) if config.max_late_s is not None else None
         self._rules = config.metrics
         self._rule_for: dict[str, MetricRule | None] = {}  # field name -> first matching rule, memoised
+        self._checked_metrics: dict[str, MetricRule | None] = {}  # valid metric names -> their rule
+        self._checked_tags: set[str] = set()  # valid tag names
 
     def check_payload_size(self, size: int) -> None:
         if size > self.max_payload_bytes:
@@ -102,27 +104,46 @@ class Validator:
             raise PayloadRejected(
                 Reason.RESERVED_MEASUREMENT, f"measurement {reading.measurement!r} is written by the gateway itself"
             )
-        rules = self._rules
+        # Devices send the same names in every message: a name is checked once, then only looked up.
+        checked_metrics = self._checked_metrics
         for name, value in reading.fields.items():
-            _check_name(name, "metric")
-            if '"' in name:
-                # Line protocol cannot carry it to VictoriaMetrics: unescaped, the quote opens a string and the
-                # point is corrupted; escaped (as InfluxDB wants), VictoriaMetrics keeps the backslash.
-                raise PayloadRejected(Reason.INVALID_NAME, f"metric name {name[:64]!r} contains a double quote")
-            if rules:
-                rule = self._rule(name)
-                if rule is not None:
-                    _check_rule(rule, name, value)
+            try:
+                rule = checked_metrics[name]
+            except KeyError:
+                rule = self._check_metric_name(name)
+            if rule is not None:
+                _check_rule(rule, name, value)
+        checked_tags = self._checked_tags
         for name, value in reading.tags.items():
-            _check_name(name, "tag")
-            if name in RESERVED_TAGS:
-                raise PayloadRejected(Reason.RESERVED_TAG, f"tag {name!r} is reserved: {RESERVED_TAGS[name]}")
+            if name not in checked_tags:
+                self._check_tag_name(name)
             if not value or not value.isprintable():
                 raise PayloadRejected(Reason.INVALID_NAME, f"tag {name[:64]!r} has an empty or unprintable value")
         for field_value in reading.fields.values():
             if type(field_value) is str and "\n" in field_value:
                 raise PayloadRejected(Reason.INVALID_VALUE, "string values cannot contain newlines")
         return late
+
+    def _check_metric_name(self, name: str) -> MetricRule | None:
+        """Check a metric name not seen before; remember it, with the first rule that matches it."""
+        _check_name(name, "metric")
+        if '"' in name:
+            # Line protocol cannot carry it to VictoriaMetrics: unescaped, the quote opens a string and the
+            # point is corrupted; escaped (as InfluxDB wants), VictoriaMetrics keeps the backslash.
+            raise PayloadRejected(Reason.INVALID_NAME, f"metric name {name[:64]!r} contains a double quote")
+        rule = self._rule(name) if self._rules else None
+        if len(self._checked_metrics) >= _RULE_CACHE_MAX:  # names are device-controlled: keep the memo bounded
+            self._checked_metrics.clear()
+        self._checked_metrics[name] = rule
+        return rule
+
+    def _check_tag_name(self, name: str) -> None:
+        _check_name(name, "tag")
+        if name in RESERVED_TAGS:
+            raise PayloadRejected(Reason.RESERVED_TAG, f"tag {name!r} is reserved: {RESERVED_TAGS[name]}")
+        if len(self._checked_tags) >= _RULE_CACHE_MAX:
+            self._checked_tags.clear()
+        self._checked_tags.add(name)
 
     def _rule(self, field: str) -> MetricRule | None:
         try:
