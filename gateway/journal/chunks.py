@@ -10,15 +10,22 @@ from typing import Any
 
 import orjson
 
-from gateway.model import Reading
+from gateway.model import Reading, new_tuple
 
 _READING_START = re.compile(r"[\[,]\[")  # where a reading can start in a chunk's JSON array of arrays
 _JSON = json.JSONDecoder()
+_FIELDS = len(Reading._fields)
 
 
 def encode_readings(readings: Sequence[Reading]) -> bytes:
     """The journal's encoding of a chunk: a JSON array of readings, each an array of its fields."""
     return orjson.dumps([list(r) for r in readings])
+
+
+def decode_chunk(blob: bytes) -> list[Reading]:
+    """A sound chunk's readings, fast (a row of every field becomes a Reading in C); a damaged chunk raises
+    orjson.JSONDecodeError, TypeError or ValueError, and `decode_readings` reads what it can of it."""
+    return [new_tuple(Reading, row) if len(row) == _FIELDS else Reading(*row) for row in orjson.loads(blob)]
 
 
 def decode_readings(blob: bytes) -> tuple[list[Reading], bool]:

@@ -9,18 +9,13 @@ from typing import NamedTuple
 
 import orjson
 
-from gateway.journal.chunks import decode_readings
+from gateway.journal.chunks import decode_chunk, decode_readings
 from gateway.model import Reading
 
 
 class OutboxChunk(NamedTuple):
     seq: int
     readings: list[Reading]
-
-
-def decode(blob: bytes) -> list[Reading]:
-    """A sound chunk's readings, fast; a damaged one raises and is read again by `decode_readings`."""
-    return [Reading(*row) for row in orjson.loads(blob)]
 
 
 class OutboxReader:
@@ -38,7 +33,7 @@ class OutboxReader:
             "SELECT seq, readings FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, max_readings)
         ):
             try:
-                readings = decode(blob)
+                readings = decode_chunk(blob)
             except (orjson.JSONDecodeError, TypeError, ValueError):
                 readings = self._salvage(chunk_seq, blob)
             if chunks and count + len(readings) > max_readings:

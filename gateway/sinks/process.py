@@ -36,7 +36,7 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from gateway.errors import PermanentSinkError, RetryableSinkError
-from gateway.journal.chunks import decode_readings, encode_readings
+from gateway.journal.chunks import decode_chunk, encode_readings
 from gateway.model import Reading
 
 log = logging.getLogger(__name__)
@@ -171,9 +171,8 @@ def _receive(stream: IO[bytes]) -> bytes:
 
 
 def _answer(sink: Any, body: bytes) -> list[Any]:
-    readings, _ = decode_readings(body)
     try:
-        sink.write(readings)
+        sink.write(decode_chunk(body))
     except RetryableSinkError as exc:
         return ["retry", str(exc), exc.retry_after]
     except PermanentSinkError as exc:
