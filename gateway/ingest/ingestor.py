@@ -83,10 +83,13 @@ class Ingestor:
             readings = mapping.decode(match, raw.payload, raw.received_at_ns, validator.config.max_depth, expected_unit)
             validator.check_field_count(readings)
             now_ns = time.time_ns()
+            untimed = 0
             for reading in readings:
                 if device is None:  # named by the payload: checked per reading
                     validator.check_device(reading.device)
                 late += validator.check_reading(reading, now_ns)
+                if not reading.time_from_device:
+                    untimed += 1
         except PayloadRejected as exc:
             rejection = Rejection(exc.reason, exc.detail, raw.topic, raw.payload, raw.received_at_ns, device)
             return Outcome([], 0, rejection)
@@ -96,7 +99,6 @@ class Ingestor:
             return Outcome(
                 [], 0, Rejection(Reason.INTERNAL_ERROR, detail, raw.topic, raw.payload, raw.received_at_ns, device)
             )
-        untimed = sum(1 for r in readings if not r.time_from_device)
         window = self._dedup
         delivery = None
         if window is None:

@@ -64,7 +64,7 @@ class Validator:
             )
 
     def check_field_count(self, readings: list[Reading]) -> None:
-        count = sum(len(r.fields) for r in readings)
+        count = len(readings[0].fields) if len(readings) == 1 else sum(len(r.fields) for r in readings)
         if count > self.config.max_fields:
             raise PayloadRejected(
                 Reason.TOO_MANY_FIELDS, f"{count} fields in one message, more than max_fields={self.config.max_fields}"
