@@ -59,6 +59,7 @@ class SinkWorker:
         self.cursor = outbox.cursor(sink.name)
         # Chunks just committed, so a worker that keeps up need not read back and decode what was written.
         self._recent: deque[OutboxChunk] = deque()
+        self._arrivals: deque[float] = deque()  # when each of _recent was committed (monotonic)
         self._recent_readings = 0
         self._recent_limit = max(4 * self._batch_size, 20_000)
         self._recent_lock = threading.Lock()
@@ -84,6 +85,7 @@ class SinkWorker:
         with self._recent_lock:
             if self._recent_readings + len(chunk.readings) <= self._recent_limit:
                 self._recent.append(chunk)
+                self._arrivals.append(time.monotonic())
                 self._recent_readings += len(chunk.readings)
 
     def _next_chunks(self) -> list[OutboxChunk]:
@@ -97,6 +99,7 @@ class SinkWorker:
         recent = self._recent
         while recent and recent[0].seq <= self.cursor:
             self._recent_readings -= len(recent.popleft().readings)
+            self._arrivals.popleft()
         if not recent or recent[0].seq != self.cursor + 1:
             return []
         chunks: list[OutboxChunk] = []
@@ -106,11 +109,20 @@ class SinkWorker:
             recent and recent[0].seq == expected and (not chunks or count + len(recent[0].readings) <= self._batch_size)
         ):
             chunk = recent.popleft()
+            self._arrivals.popleft()
             self._recent_readings -= len(chunk.readings)
             chunks.append(chunk)
             count += len(chunk.readings)
             expected += 1
         return chunks
+
+    def _oldest_arrival(self) -> float | None:
+        """When the first chunk after the cursor was committed, if this worker holds it in memory."""
+        with self._recent_lock:
+            for chunk, arrived in zip(self._recent, self._arrivals, strict=True):
+                if chunk.seq > self.cursor:
+                    return arrived if chunk.seq == self.cursor + 1 else None
+        return None
 
     def close(self, timeout_s: float, retry_grace_s: float = 5.0) -> None:
         """Store what is committed, waiting at most `timeout_s`, then stop; the rest stays in the journal."""
@@ -128,17 +140,21 @@ class SinkWorker:
         first_seen: float | None = None
         while True:
             pending = self.pending_chunks
-            lingered = first_seen is not None and time.monotonic() - first_seen >= self._linger_s
-            if pending and (self._stop.is_set() or lingered):
+            if pending and first_seen is None:
+                # The linger runs from the oldest waiting chunk's commit, not from when this worker came to look:
+                # chunks committed during the previous write have waited that long already. (Timed from here it
+                # added a whole linger to every write, and under load the sink fell behind the source.)
+                arrived = self._oldest_arrival()
+                first_seen = time.monotonic() if arrived is None else arrived
+            waited = 0.0 if first_seen is None else time.monotonic() - first_seen
+            if pending and (self._stop.is_set() or waited >= self._linger_s):
                 return True
             if pending and pending * 500 >= self._batch_size:  # chunks hold hundreds of readings under load
                 return True
             if not pending and self._stop.is_set():
                 return False
-            if pending and first_seen is None:
-                first_seen = time.monotonic()
             with committed:
-                committed.wait(self._linger_s if pending else 0.5)
+                committed.wait(self._linger_s - waited if pending else 0.5)
 
     def _run(self) -> None:
         while self._wait_for_work():

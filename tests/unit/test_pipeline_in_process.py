@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,45 @@ def test_an_alert_is_published_retained_from_the_journal(tmp_path: Path) -> None
     (notification,) = source.published
     assert (notification.topic, notification.retain) == ("alerts/boiler-1/too_hot", True)
     assert orjson.loads(notification.payload)["transition"] == "firing"
+
+
+class SlowSqliteSink(SqliteSink):
+    """A store whose writes take `write_s`; records when each write began."""
+
+    write_s = 0.6
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.started: list[float] = []
+
+    def write(self, readings: Any) -> None:
+        self.started.append(time.monotonic())
+        time.sleep(self.write_s)  # the scenario: a write that takes longer than a linger
+        super().write(readings)
+
+
+def test_a_partial_batch_waits_its_linger_from_its_commit_not_from_the_previous_write(tmp_path: Path) -> None:
+    """flush_interval_ms (the linger) counts from when the waiting readings were committed. Timed from when the
+    worker came back from a write, every write after a slow one waited a whole linger more, and under load the
+    sink fell behind the source."""
+    linger_s = 0.5
+    config = _config(tmp_path, sqlite={"path": tmp_path / "gateway.db", "flush_interval_ms": int(linger_s * 1000)})
+    assert config.sqlite is not None
+    sink = SlowSqliteSink(config.sqlite)
+    source = MemorySource()
+    run = Running(Pipeline(config, [sink], source))
+    try:
+        source.deliver("devices/dev-1/telemetry", _payload("dev-1", 0))
+        wait_until(lambda: len(sink.started) == 1, 10, "the first write begun")
+        source.deliver("devices/dev-1/telemetry", _payload("dev-1", 1))  # committed while the first write runs
+        wait_until(lambda: len(source.released) == 2, 10, "the second message committed")
+        committed = time.monotonic()
+        wait_until(lambda: len(sink.started) == 2, 10, "the second write begun")
+        # It began one linger after its commit, or as soon as the first write ended if that was later; the old
+        # timing began it a whole linger after the first write ended.
+        first_ended = sink.started[0] + SlowSqliteSink.write_s
+        assert sink.started[1] <= max(committed + linger_s, first_ended) + 0.25
+        assert sink.started[1] < first_ended + linger_s - 0.1
+        wait_until(lambda: sqlite_rows(tmp_path / "gateway.db") == 2, 10, "both readings stored")
+    finally:
+        run.stop()
